@@ -1,0 +1,23 @@
+"""Layers, the centering op and deep models. Knows nothing of datasets or
+configs."""
+from gnn_center.nn.functional import (
+    CENTER_MODES,
+    center,
+    gcn_degree,
+    graph_sum,
+    scatter_backend,
+    set_scatter_backend,
+)
+from gnn_center.nn.centered_gcn_conv import CenteredGCNConv
+from gnn_center.nn.centered_gat_conv import CenteredGATConv
+
+__all__ = [
+    "CENTER_MODES",
+    "CenteredGATConv",
+    "CenteredGCNConv",
+    "center",
+    "gcn_degree",
+    "graph_sum",
+    "scatter_backend",
+    "set_scatter_backend",
+]

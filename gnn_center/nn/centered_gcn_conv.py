@@ -1,0 +1,204 @@
+from typing import Optional
+
+import torch
+from torch import Tensor
+from torch.nn import Parameter
+
+from torch_geometric.nn.conv import GCNConv
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
+from torch_geometric.typing import Adj, OptTensor, SparseTensor
+
+from gnn_center.nn.functional import (
+    center,
+    check_batch,
+    check_beta,
+    check_center_mode,
+    gcn_degree,
+)
+
+
+class CenteredGCNConv(GCNConv):
+    r"""The graph convolutional operator of PyG's
+    :class:`~torch_geometric.nn.conv.GCNConv` with a centering correction
+    applied after the sparse aggregation and before the bias:
+
+    .. math::
+        \mathbf{X}^{\prime} = \mathcal{C}_\beta\left(\hat{\mathbf{A}}
+        \mathbf{X} \mathbf{\Theta}\right) + \mathbf{b},
+        \qquad \hat{\mathbf{A}} = \mathbf{\hat{D}}^{-1/2}
+        (\mathbf{A} + \mathbf{I}) \mathbf{\hat{D}}^{-1/2},
+
+    where, per graph of :math:`n` nodes and with
+    :math:`\mathbf{Z} = \mathbf{X}\mathbf{\Theta}`,
+
+    * ``center="mean"``: :math:`\mathcal{C}_\beta(\hat{\mathbf{A}}\mathbf{Z})
+      = (\mathbf{I} - \tfrac{\beta}{n}\mathbf{1}\mathbf{1}^\top)
+      \hat{\mathbf{A}}\mathbf{Z}`, zero column means at :math:`\beta = 1`;
+    * ``center="uniform"``: :math:`(\hat{\mathbf{A}} - \tfrac{\beta}{n}
+      \mathbf{1}\mathbf{1}^\top)\mathbf{Z}`, the paper's form;
+    * ``center="spectral"``: :math:`(\hat{\mathbf{A}} - \beta\,
+      \mathbf{u}\mathbf{u}^\top / \mathbf{u}^\top\mathbf{u})\mathbf{Z}` with
+      :math:`\mathbf{u} = \sqrt{\hat{d}}`, the dominant eigenvector of
+      :math:`\hat{\mathbf{A}}` for an undirected graph;
+    * ``center=None``: exactly :class:`~torch_geometric.nn.conv.GCNConv`.
+
+    See :mod:`gnn_center.nn.functional` for the maths and references.
+
+    Args:
+        in_channels (int): Size of each input sample, or :obj:`-1` to derive
+            the size from the first input(s) to the forward method.
+        out_channels (int): Size of each output sample.
+        improved (bool, optional): If :obj:`True`, :math:`\hat{\mathbf{A}}`
+            uses :math:`\mathbf{A} + 2\mathbf{I}`. (default: :obj:`False`)
+        cached (bool, optional): If :obj:`True`, caches the normalised graph
+            and the eigenvector the ``"spectral"`` mode needs on first
+            execution (transductive learning only). (default: :obj:`False`)
+        add_self_loops (bool, optional): Whether to add self-loops; defaults
+            to the value of :obj:`normalize`. (default: :obj:`None`)
+        normalize (bool, optional): Whether to add self-loops and compute
+            the symmetric normalisation on the fly; ``"spectral"`` needs it.
+            (default: :obj:`True`)
+        bias (bool, optional): Whether to learn an additive bias.
+            (default: :obj:`True`)
+        center (str, optional): ``"mean"``, ``"uniform"``, ``"spectral"`` or
+            :obj:`None`. (default: ``"mean"``)
+        beta (float, optional): Strength of the correction in
+            :math:`[0, 1]`, or its initial value when learned.
+            (default: :obj:`1.0`)
+        learn_beta (bool, optional): If :obj:`True`, :math:`\beta` is a
+            learned parameter, clamped to :math:`[0, 1]` in the forward pass
+            with a straight-through gradient so that it can always move back
+            into range. (default: :obj:`False`)
+        **kwargs (optional): Additional arguments of
+            :class:`torch_geometric.nn.conv.MessagePassing`.
+
+    Shapes:
+        - **input:**
+          node features :math:`(|\mathcal{V}|, F_{in})`,
+          edge indices :math:`(2, |\mathcal{E}|)`
+          or sparse matrix :math:`(|\mathcal{V}|, |\mathcal{V}|)`,
+          edge weights :math:`(|\mathcal{E}|)` *(optional)*,
+          batch vector :math:`(|\mathcal{V}|)` *(optional)*
+        - **output:** node features :math:`(|\mathcal{V}|, F_{out})`
+    """
+    _cached_u: Optional[Tensor]
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        improved: bool = False,
+        cached: bool = False,
+        add_self_loops: Optional[bool] = None,
+        normalize: bool = True,
+        bias: bool = True,
+        center: Optional[str] = "mean",
+        beta: float = 1.0,
+        learn_beta: bool = False,
+        **kwargs,
+    ):
+        check_center_mode(center)
+        check_beta(beta)
+        if center == "spectral" and not normalize:
+            raise ValueError(
+                "center='spectral' needs normalize=True: the dominant "
+                "eigenvector sqrt(deg) is only known for the GCN "
+                "normalisation; use center='mean' or 'uniform' for a graph "
+                "you normalise yourself")
+        super().__init__(in_channels, out_channels, improved=improved,
+                         cached=cached, add_self_loops=add_self_loops,
+                         normalize=normalize, bias=bias, **kwargs)
+        self.center = center
+        self.beta_init = float(beta)
+        self.learn_beta = learn_beta
+        if learn_beta:
+            self.beta = Parameter(torch.tensor(float(beta)))
+        else:
+            self.beta = float(beta)
+        self._cached_u = None
+
+    def reset_parameters(self):
+        super().reset_parameters()
+        if isinstance(getattr(self, "beta", None), Parameter):
+            with torch.no_grad():
+                self.beta.fill_(self.beta_init)
+        self._cached_u = None
+
+    def effective_beta(self):
+        r"""The :math:`\beta` the forward pass uses: the fixed value, or the
+        learned one clamped to :math:`[0, 1]`."""
+        if isinstance(self.beta, Tensor):
+            # Straight-through clamp: value in [0, 1], gradient always flows.
+            return self.beta + (self.beta.clamp(0., 1.) - self.beta).detach()
+        return self.beta
+
+    def forward(self, x: Tensor, edge_index: Adj,
+                edge_weight: OptTensor = None, batch: OptTensor = None,
+                batch_size: Optional[int] = None) -> Tensor:
+
+        if isinstance(x, (tuple, list)):
+            raise ValueError(f"'{self.__class__.__name__}' received a tuple "
+                             f"of node features as input while this layer "
+                             f"does not support bipartite message passing")
+        check_batch(batch, x.size(self.node_dim))
+
+        u: OptTensor = None
+        spectral = self.center == "spectral"
+        if self.normalize:
+            if isinstance(edge_index, Tensor):
+                cache = self._cached_edge_index
+                if cache is None:
+                    if spectral:
+                        u = self._dominant_eigenvector(edge_index, edge_weight,
+                                                       x)
+                    edge_index, edge_weight = gcn_norm(  # yapf: disable
+                        edge_index, edge_weight, x.size(self.node_dim),
+                        self.improved, self.add_self_loops, self.flow, x.dtype)
+                    if self.cached:
+                        self._cached_edge_index = (edge_index, edge_weight)
+                        self._cached_u = u
+                else:
+                    edge_index, edge_weight = cache[0], cache[1]
+                    u = self._cached_u
+
+            elif isinstance(edge_index, SparseTensor):
+                cache = self._cached_adj_t
+                if cache is None:
+                    if spectral:
+                        u = self._dominant_eigenvector(edge_index, edge_weight,
+                                                       x)
+                    edge_index = gcn_norm(  # yapf: disable
+                        edge_index, edge_weight, x.size(self.node_dim),
+                        self.improved, self.add_self_loops, self.flow, x.dtype)
+                    if self.cached:
+                        self._cached_adj_t = edge_index
+                        self._cached_u = u
+                else:
+                    edge_index = cache
+                    u = self._cached_u
+
+        x = self.lin(x)
+
+        # propagate_type: (x: Tensor, edge_weight: OptTensor)
+        out = self.propagate(edge_index, x=x, edge_weight=edge_weight)
+
+        if self.center is not None:
+            out = center(out, mode=self.center, beta=self.effective_beta(),
+                         x=x, u=u, batch=batch, batch_size=batch_size)
+
+        if self.bias is not None:
+            out = out + self.bias
+
+        return out
+
+    def _dominant_eigenvector(self, edge_index: Adj, edge_weight: OptTensor,
+                              x: Tensor) -> Tensor:
+        deg = gcn_degree(edge_index, edge_weight, x.size(self.node_dim),
+                         self.improved, self.add_self_loops, self.flow,
+                         x.dtype)
+        return deg.clamp(min=0).sqrt()
+
+    def __repr__(self) -> str:
+        beta = "learned" if self.learn_beta else self.beta
+        return (f"{self.__class__.__name__}({self.in_channels}, "
+                f"{self.out_channels}, center={self.center}, beta={beta})")

@@ -1,0 +1,266 @@
+r"""The centering correction, as functions every centered layer shares.
+
+An aggregation :math:`\mathbf{H} = \hat{\mathbf{A}} \mathbf{X}` applied again
+and again drives node features towards the dominant eigenvector of
+:math:`\hat{\mathbf{A}}` (oversmoothing). :func:`center` removes that
+component after the aggregation, per graph when a ``batch`` vector is given:
+
+* ``"mean"``: :math:`\mathbf{H} - \beta\,\mathbf{1}\,\mathrm{mean}(\mathbf{H})`,
+  i.e. :math:`(\mathbf{I} - \tfrac{1}{n}\mathbf{1}\mathbf{1}^\top)
+  \hat{\mathbf{A}}\mathbf{X}`.
+* ``"uniform"``: :math:`\mathbf{H} - \beta\,\mathbf{1}\,\mathrm{mean}(\mathbf{X})`,
+  i.e. :math:`(\hat{\mathbf{A}} - \tfrac{1}{n}\mathbf{1}\mathbf{1}^\top)
+  \mathbf{X}`, the form of "Centered Self-Attention Layers" (Ali, Galanti,
+  Wolf, 2023). For a row-stochastic :math:`\hat{\mathbf{A}}` (attention, mean
+  aggregation) it removes the eigenvalue-1 mode exactly.
+* ``"spectral"``: :math:`\mathbf{H} - \beta\,\mathbf{u}\mathbf{u}^\top
+  \mathbf{X} / \mathbf{u}^\top\mathbf{u}`, deflation of the dominant
+  eigenvector :math:`\mathbf{u}` (prior art: "Analysis of Corrected Graph
+  Convolutions", NeurIPS 2024). For the symmetric GCN normalisation
+  :math:`\mathbf{D}^{-1/2}(\mathbf{A}+\mathbf{I})\mathbf{D}^{-1/2}` of an
+  undirected graph, :math:`\mathbf{u} = \sqrt{\hat{d}}` (see
+  :func:`gcn_degree`).
+
+Per-graph sums use ``torch_scatter`` when it is installed and enabled
+(:func:`set_scatter_backend`) and native ``index_add_`` otherwise; both give
+the same numbers.
+"""
+from contextlib import contextmanager
+from typing import Iterator, Optional, Union
+
+import torch
+from torch import Tensor
+
+import torch_geometric.typing
+from torch_geometric.typing import Adj, OptTensor, SparseTensor, torch_sparse
+from torch_geometric.utils import (
+    add_remaining_self_loops,
+    add_self_loops as add_self_loops_fn,
+    is_torch_sparse_tensor,
+    scatter,
+    to_edge_index,
+)
+from torch_geometric.utils.num_nodes import maybe_num_nodes
+
+CENTER_MODES = ("mean", "uniform", "spectral")
+SCATTER_BACKENDS = ("auto", "torch", "torch_scatter")
+
+_scatter_backend = "auto"
+
+
+def set_scatter_backend(backend: str) -> None:
+    r"""Chooses how per-graph sums are computed: ``"torch_scatter"``,
+    ``"torch"`` (native ``index_add_``) or ``"auto"`` (``torch_scatter`` when
+    installed, the default)."""
+    global _scatter_backend
+    if backend not in SCATTER_BACKENDS:
+        raise ValueError(f"Unknown scatter backend {backend!r}; choose one "
+                         f"of {', '.join(SCATTER_BACKENDS)}")
+    if (backend == "torch_scatter"
+            and not torch_geometric.typing.WITH_TORCH_SCATTER):
+        raise ImportError("The 'torch_scatter' backend needs the optional "
+                          "package torch-scatter: pip install "
+                          "--no-build-isolation torch-scatter")
+    _scatter_backend = backend
+
+
+def get_scatter_backend() -> str:
+    r"""The backend per-graph sums use now: ``"torch"`` or
+    ``"torch_scatter"``."""
+    if _scatter_backend == "auto":
+        return ("torch_scatter" if torch_geometric.typing.WITH_TORCH_SCATTER
+                else "torch")
+    return _scatter_backend
+
+
+@contextmanager
+def scatter_backend(backend: str) -> Iterator[None]:
+    r"""Context manager form of :func:`set_scatter_backend`."""
+    previous = _scatter_backend
+    set_scatter_backend(backend)
+    try:
+        yield
+    finally:
+        set_scatter_backend(previous)
+
+
+def check_center_mode(mode: Optional[str], allowed=CENTER_MODES,
+                      allow_none: bool = True) -> None:
+    if mode is None and allow_none:
+        return
+    if mode not in allowed:
+        choices = ", ".join(repr(m) for m in allowed)
+        if allow_none:
+            choices += " or None"
+        raise ValueError(f"Unknown centering mode center={mode!r}; "
+                         f"choose one of {choices}")
+
+
+def check_beta(beta: float) -> None:
+    if not 0.0 <= float(beta) <= 1.0:
+        raise ValueError(f"beta={beta} is outside [0, 1]; beta=0 leaves the "
+                         f"aggregation as it is, beta=1 removes the whole "
+                         f"dominant component")
+
+
+def check_batch(batch: OptTensor, num_nodes: int) -> None:
+    if batch is None:
+        return
+    if batch.dim() != 1 or batch.numel() != num_nodes:
+        raise ValueError(f"batch has shape {tuple(batch.shape)} but the "
+                         f"features have {num_nodes} nodes; pass one graph "
+                         f"index per node, shape [{num_nodes}]")
+
+
+def graph_sum(src: Tensor, batch: OptTensor = None,
+              batch_size: Optional[int] = None) -> Tensor:
+    r"""Sums ``src`` over the nodes (dim 0) of each graph.
+
+    Returns shape ``[1, *]`` without ``batch`` and ``[batch_size, *]``
+    with it. ``batch`` need not be sorted.
+    """
+    if batch is None:
+        return src.sum(dim=0, keepdim=True)
+    if batch_size is None:
+        batch_size = int(batch.max()) + 1 if batch.numel() > 0 else 0
+    # torch_scatter's custom ops do not trace under torch.compile:
+    if (get_scatter_backend() == "torch_scatter"
+            and not torch.compiler.is_compiling()):
+        from torch_scatter import scatter_add
+        return scatter_add(src, batch, dim=0, dim_size=batch_size)
+    out = src.new_zeros((batch_size, ) + tuple(src.shape[1:]))
+    return out.index_add_(0, batch, src)
+
+
+def _per_node(per_graph: Tensor, batch: OptTensor) -> Tensor:
+    # Broadcast per-graph rows back to their nodes.
+    return per_graph if batch is None else per_graph.index_select(0, batch)
+
+
+def _unsqueeze_like(vec: Tensor, ref: Tensor) -> Tensor:
+    return vec.view((-1, ) + (1, ) * (ref.dim() - 1))
+
+
+def center(
+    h: Tensor,
+    *,
+    mode: str = "mean",
+    beta: Union[float, Tensor] = 1.0,
+    x: OptTensor = None,
+    u: OptTensor = None,
+    batch: OptTensor = None,
+    batch_size: Optional[int] = None,
+) -> Tensor:
+    r"""Removes the dominant component of an aggregation's output.
+
+    Args:
+        h (torch.Tensor): Aggregated node features
+            :math:`\hat{\mathbf{A}}\mathbf{X}`, nodes along dim 0, shape
+            :math:`(|\mathcal{V}|, *)` (e.g. :math:`(|\mathcal{V}|, H, C)`
+            for attention heads, centered per head and channel).
+        mode (str): ``"mean"``, ``"uniform"`` or ``"spectral"`` (see the
+            module docstring).
+        beta (float or torch.Tensor): Strength of the correction in
+            :math:`[0, 1]`; ``0`` returns ``h`` unchanged.
+        x (torch.Tensor, optional): The aggregation's input
+            :math:`\mathbf{X}`, same shape as ``h``. Required by
+            ``"uniform"``; used by ``"spectral"`` when given (for a
+            symmetric :math:`\hat{\mathbf{A}}`, :math:`\mathbf{u}^\top
+            \hat{\mathbf{A}}\mathbf{X} = \mathbf{u}^\top\mathbf{X}`, so
+            ``h`` can stand in for it).
+        u (torch.Tensor, optional): Dominant eigenvector of
+            :math:`\hat{\mathbf{A}}`, shape :math:`(|\mathcal{V}|)`, for
+            ``"spectral"``; it need not be normalised.
+        batch (torch.Tensor, optional): Graph index of each node, shape
+            :math:`(|\mathcal{V}|)`; the correction is then computed per
+            graph (or per connected component, given component labels).
+        batch_size (int, optional): Number of graphs; inferred from
+            ``batch`` when not given (costs a device synchronisation).
+
+    Returns:
+        torch.Tensor of the shape of ``h``.
+    """
+    check_center_mode(mode, allow_none=False)
+    if not isinstance(beta, Tensor):
+        check_beta(beta)
+        if beta == 0.0:
+            return h
+    check_batch(batch, h.size(0))
+    if batch is not None and batch_size is None:
+        batch_size = int(batch.max()) + 1 if batch.numel() > 0 else 0
+
+    if mode == "mean" or mode == "uniform":
+        src = h if mode == "mean" else x
+        if src is None:
+            raise ValueError("center(mode='uniform') needs the aggregation's "
+                             "input x")
+        if batch is None:
+            correction = src.mean(dim=0, keepdim=True)
+        else:
+            count = graph_sum(src.new_ones(src.size(0)), batch, batch_size)
+            correction = graph_sum(src, batch, batch_size)
+            correction = correction / _unsqueeze_like(
+                count.clamp(min=1), correction)
+            correction = _per_node(correction, batch)
+        return h - beta * correction
+
+    # mode == "spectral":
+    if u is None:
+        raise ValueError("center(mode='spectral') needs the dominant "
+                         "eigenvector u (e.g. gcn_degree(...).sqrt())")
+    if u.dim() != 1 or u.numel() != h.size(0):
+        raise ValueError(f"u has shape {tuple(u.shape)} but the features "
+                         f"have {h.size(0)} nodes; pass one entry per node")
+    src = h if x is None else x
+    u_col = _unsqueeze_like(u.to(src.dtype), src)
+    # Coefficient (uᵀx)/(uᵀu) per graph; a graph with u = 0 has none.
+    norm = graph_sum(u.to(src.dtype).square(), batch, batch_size)
+    coeff = graph_sum(u_col * src, batch, batch_size)
+    coeff = coeff / _unsqueeze_like(
+        torch.where(norm > 0, norm, torch.ones_like(norm)), coeff)
+    return h - beta * u_col * _per_node(coeff, batch)
+
+
+def gcn_degree(
+    edge_index: Adj,
+    edge_weight: OptTensor = None,
+    num_nodes: Optional[int] = None,
+    improved: bool = False,
+    add_self_loops: bool = True,
+    flow: str = "source_to_target",
+    dtype: Optional[torch.dtype] = None,
+) -> Tensor:
+    r"""The weighted degree :math:`\hat{d}` that PyG's ``gcn_norm`` divides
+    by, with the same self-loop rules and arguments, shape
+    :math:`(|\mathcal{V}|)`.
+
+    For an undirected graph, :math:`\sqrt{\hat{d}}` is the eigenvector of
+    :math:`\hat{\mathbf{D}}^{-1/2}\hat{\mathbf{A}}\hat{\mathbf{D}}^{-1/2}`
+    with eigenvalue 1, its largest.
+    """
+    fill_value = 2. if improved else 1.
+
+    if isinstance(edge_index, SparseTensor):
+        adj_t = edge_index
+        if not adj_t.has_value():
+            adj_t = adj_t.fill_value(1., dtype=dtype)
+        if add_self_loops:
+            adj_t = torch_sparse.fill_diag(adj_t, fill_value)
+        return torch_sparse.sum(adj_t, dim=1)
+
+    if is_torch_sparse_tensor(edge_index):
+        adj_t = edge_index
+        if add_self_loops:
+            adj_t, _ = add_self_loops_fn(adj_t, None, fill_value, num_nodes)
+        index, value = to_edge_index(adj_t)
+        return scatter(value, index[0], 0, dim_size=num_nodes, reduce="sum")
+
+    num_nodes = maybe_num_nodes(edge_index, num_nodes)
+    if add_self_loops:
+        edge_index, edge_weight = add_remaining_self_loops(
+            edge_index, edge_weight, fill_value, num_nodes)
+    if edge_weight is None:
+        edge_weight = torch.ones(edge_index.size(1), dtype=dtype,
+                                 device=edge_index.device)
+    idx = edge_index[1] if flow == "source_to_target" else edge_index[0]
+    return scatter(edge_weight, idx, dim=0, dim_size=num_nodes, reduce="sum")

@@ -1,0 +1,53 @@
+import os
+
+import pytest
+import torch
+from torch_geometric.utils import coalesce, to_undirected
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def random_graph(num_nodes: int, num_extra_edges: int, seed: int = 0,
+                 weighted: bool = False):
+    """A connected undirected graph without self-loops: a path through all
+    nodes plus random chords. Returns (edge_index, edge_weight or None)."""
+    gen = torch.Generator().manual_seed(seed)
+    path = torch.stack([torch.arange(num_nodes - 1),
+                        torch.arange(1, num_nodes)])
+    extra = torch.randint(0, num_nodes, (2, num_extra_edges), generator=gen)
+    extra = extra[:, extra[0] != extra[1]]
+    edge_index = coalesce(torch.cat([path, extra], dim=1), num_nodes=num_nodes)
+    edge_index = to_undirected(edge_index, num_nodes=num_nodes)
+    if not weighted:
+        return edge_index, None
+    # Symmetric positive weights: derive each weight from its unordered pair.
+    lo = torch.minimum(edge_index[0], edge_index[1])
+    hi = torch.maximum(edge_index[0], edge_index[1])
+    weight = 0.5 + ((lo * 7919 + hi * 104729) % 97).double() / 97.0
+    return edge_index, weight
+
+
+def dense_gcn_operator(edge_index, edge_weight, num_nodes, improved=False,
+                       add_self_loops=True, dtype=torch.float64):
+    """Â = D^-1/2 (A + fill I) D^-1/2 as a dense matrix, A[i, j] the weight of
+    edge j -> i. Test graphs have no self-loops of their own."""
+    a = torch.zeros(num_nodes, num_nodes, dtype=dtype)
+    w = (torch.ones(edge_index.size(1), dtype=dtype) if edge_weight is None
+         else edge_weight.to(dtype))
+    a.index_put_((edge_index[1], edge_index[0]), w, accumulate=True)
+    if add_self_loops:
+        a += (2.0 if improved else 1.0) * torch.eye(num_nodes, dtype=dtype)
+    deg = a.sum(dim=1)
+    dinv = deg.pow(-0.5)
+    dinv[torch.isinf(dinv)] = 0
+    return dinv[:, None] * a * dinv[None, :]
+
+
+@pytest.fixture
+def graph():
+    torch.manual_seed(0)
+    edge_index, _ = random_graph(12, 20, seed=1)
+    x = torch.randn(12, 5, dtype=torch.float64)
+    return x, edge_index

@@ -1,0 +1,89 @@
+import pytest
+import torch
+import torch_geometric.typing
+
+from conftest import dense_gcn_operator, in_ci, random_graph
+from gnn_center.nn import center, gcn_degree, graph_sum, scatter_backend
+from gnn_center.nn.functional import get_scatter_backend
+
+needs_torch_scatter = pytest.mark.skipif(
+    not torch_geometric.typing.WITH_TORCH_SCATTER and not in_ci(),
+    reason="torch-scatter not installed (CI installs it)")
+
+
+def test_graph_sum_matches_loop():
+    src = torch.randn(10, 3, 2, dtype=torch.float64)
+    batch = torch.tensor([2, 0, 1, 2, 2, 0, 1, 1, 0, 2])
+    out = graph_sum(src, batch, 3)
+    for g in range(3):
+        torch.testing.assert_close(out[g], src[batch == g].sum(0))
+    torch.testing.assert_close(graph_sum(src)[0], src.sum(0))
+
+
+@needs_torch_scatter
+@pytest.mark.parametrize("mode", ["mean", "uniform", "spectral"])
+def test_backends_give_identical_results(mode):
+    torch.manual_seed(0)
+    h = torch.randn(50, 8, dtype=torch.float64)
+    x = torch.randn(50, 8, dtype=torch.float64)
+    u = torch.rand(50, dtype=torch.float64)
+    batch = torch.randint(0, 4, (50, ))
+    results = {}
+    for backend in ("torch", "torch_scatter"):
+        with scatter_backend(backend):
+            assert get_scatter_backend() == backend
+            results[backend] = center(h, mode=mode, x=x, u=u, batch=batch,
+                                      batch_size=4)
+    torch.testing.assert_close(results["torch"], results["torch_scatter"])
+
+
+def test_torch_backend_can_be_forced_and_restored():
+    before = get_scatter_backend()
+    with scatter_backend("torch"):
+        assert get_scatter_backend() == "torch"
+    assert get_scatter_backend() == before
+    with pytest.raises(ValueError, match="Unknown scatter backend 'cuda'"):
+        with scatter_backend("cuda"):
+            pass
+
+
+def test_spectral_without_x_uses_output_for_symmetric_operator(graph):
+    # uᵀ Â X = uᵀ X when Â is symmetric with Âu = u.
+    x, edge_index = graph
+    n = x.size(0)
+    u = gcn_degree(edge_index, num_nodes=n, dtype=x.dtype).sqrt()
+    h = dense_gcn_operator(edge_index, None, n) @ x
+    torch.testing.assert_close(center(h, mode="spectral", u=u),
+                               center(h, mode="spectral", u=u, x=x))
+
+
+def test_spectral_graph_with_zero_eigenvector_is_left_alone():
+    # An isolated node without self-loop has u = 0 in its own graph.
+    h = torch.randn(3, 2, dtype=torch.float64)
+    u = torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)
+    out = center(h, mode="spectral", u=u, batch=torch.tensor([0, 0, 1]))
+    torch.testing.assert_close(out[2], h[2])
+    assert torch.isfinite(out).all()
+
+
+def test_gcn_degree_with_sparse_input_matches_edge_index():
+    edge_index, weight = random_graph(9, 10, seed=2, weighted=True)
+    adj_t = torch.sparse_coo_tensor(edge_index.flip(0), weight, (9, 9))
+    torch.testing.assert_close(gcn_degree(adj_t, num_nodes=9),
+                               gcn_degree(edge_index, weight, 9))
+
+
+def test_functional_errors_name_the_argument():
+    h = torch.randn(4, 2)
+    with pytest.raises(ValueError, match="center='max'"):
+        center(h, mode="max")
+    with pytest.raises(ValueError, match="beta=-1"):
+        center(h, beta=-1)
+    with pytest.raises(ValueError, match="needs the aggregation's input x"):
+        center(h, mode="uniform")
+    with pytest.raises(ValueError, match="needs the dominant eigenvector u"):
+        center(h, mode="spectral")
+    with pytest.raises(ValueError, match="u has shape"):
+        center(h, mode="spectral", u=torch.ones(3))
+    with pytest.raises(ValueError, match="batch has shape"):
+        center(h, batch=torch.zeros(5, dtype=torch.long))

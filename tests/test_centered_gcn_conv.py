@@ -1,10 +1,11 @@
 import pytest
 import torch
 from torch_geometric.nn import GCNConv
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.utils import to_torch_coo_tensor, to_torch_csr_tensor
 
 from conftest import dense_gcn_operator, in_ci, random_graph
-from gnn_center.nn import CenteredGCNConv
+from gnn_center.nn import CenteredGCNConv, gcn_degree
 
 
 def make_conv(mode, **kwargs):
@@ -313,9 +314,23 @@ def test_batch_length_mismatch_is_rejected(graph):
         conv(x, edge_index, batch=torch.zeros(11, dtype=torch.long))
 
 
-def test_spectral_without_normalisation_is_rejected():
-    with pytest.raises(ValueError, match="normalize=True"):
-        CenteredGCNConv(5, 3, center="spectral", normalize=False)
+def test_spectral_without_normalisation_needs_u(graph):
+    x, edge_index = graph
+    conv = make_conv("spectral", normalize=False)
+    with pytest.raises(ValueError, match="normalize=False needs the dominant"):
+        conv(x, edge_index)
+
+
+def test_spectral_on_a_graph_normalised_outside_the_layer(graph):
+    # A model can normalise once for all layers and pass u along.
+    x, edge_index = graph
+    n = x.size(0)
+    inside = make_conv("spectral")
+    outside = make_conv("spectral", normalize=False)
+    norm_index, norm_weight = gcn_norm(edge_index, None, n, dtype=x.dtype)
+    u = gcn_degree(edge_index, None, n, dtype=x.dtype).sqrt()
+    torch.testing.assert_close(
+        outside(x, norm_index, norm_weight, u=u), inside(x, edge_index))
 
 
 def test_torch_scatter_present_in_ci():

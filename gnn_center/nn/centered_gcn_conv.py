@@ -56,7 +56,8 @@ class CenteredGCNConv(GCNConv):
         add_self_loops (bool, optional): Whether to add self-loops; defaults
             to the value of :obj:`normalize`. (default: :obj:`None`)
         normalize (bool, optional): Whether to add self-loops and compute
-            the symmetric normalisation on the fly; ``"spectral"`` needs it.
+            the symmetric normalisation on the fly. Without it,
+            ``"spectral"`` needs the eigenvector ``u`` in the forward call.
             (default: :obj:`True`)
         bias (bool, optional): Whether to learn an additive bias.
             (default: :obj:`True`)
@@ -78,7 +79,10 @@ class CenteredGCNConv(GCNConv):
           edge indices :math:`(2, |\mathcal{E}|)`
           or sparse matrix :math:`(|\mathcal{V}|, |\mathcal{V}|)`,
           edge weights :math:`(|\mathcal{E}|)` *(optional)*,
-          batch vector :math:`(|\mathcal{V}|)` *(optional)*
+          batch vector :math:`(|\mathcal{V}|)` *(optional)*,
+          dominant eigenvector :math:`(|\mathcal{V}|)` *(optional; for
+          a graph normalised outside the layer, e.g. by a model that
+          normalises once for all its layers)*
         - **output:** node features :math:`(|\mathcal{V}|, F_{out})`
     """
     _cached_u: Optional[Tensor]
@@ -99,12 +103,6 @@ class CenteredGCNConv(GCNConv):
     ):
         check_center_mode(center)
         check_beta(beta)
-        if center == "spectral" and not normalize:
-            raise ValueError(
-                "center='spectral' needs normalize=True: the dominant "
-                "eigenvector sqrt(deg) is only known for the GCN "
-                "normalisation; use center='mean' or 'uniform' for a graph "
-                "you normalise yourself")
         super().__init__(in_channels, out_channels, improved=improved,
                          cached=cached, add_self_loops=add_self_loops,
                          normalize=normalize, bias=bias, **kwargs)
@@ -134,7 +132,8 @@ class CenteredGCNConv(GCNConv):
 
     def forward(self, x: Tensor, edge_index: Adj,
                 edge_weight: OptTensor = None, batch: OptTensor = None,
-                batch_size: Optional[int] = None) -> Tensor:
+                batch_size: Optional[int] = None,
+                u: OptTensor = None) -> Tensor:
 
         if isinstance(x, (tuple, list)):
             raise ValueError(f"'{self.__class__.__name__}' received a tuple "
@@ -142,40 +141,50 @@ class CenteredGCNConv(GCNConv):
                              f"does not support bipartite message passing")
         check_batch(batch, x.size(self.node_dim))
 
-        u: OptTensor = None
         spectral = self.center == "spectral"
+        if spectral and u is None and not self.normalize:
+            raise ValueError(
+                "center='spectral' with normalize=False needs the dominant "
+                "eigenvector of the normalised graph: pass "
+                "u=gcn_degree(edge_index, ...).sqrt() to forward, or use "
+                "normalize=True")
+        # The eigenvector comes from the same degrees as the normalisation
+        # and is cached with it; a `u` passed in takes precedence.
+        graph_u: OptTensor = None
         if self.normalize:
             if isinstance(edge_index, Tensor):
                 cache = self._cached_edge_index
                 if cache is None:
                     if spectral:
-                        u = self._dominant_eigenvector(edge_index, edge_weight,
-                                                       x)
+                        graph_u = self._dominant_eigenvector(
+                            edge_index, edge_weight, x)
                     edge_index, edge_weight = gcn_norm(  # yapf: disable
                         edge_index, edge_weight, x.size(self.node_dim),
                         self.improved, self.add_self_loops, self.flow, x.dtype)
                     if self.cached:
                         self._cached_edge_index = (edge_index, edge_weight)
-                        self._cached_u = u
+                        self._cached_u = graph_u
                 else:
                     edge_index, edge_weight = cache[0], cache[1]
-                    u = self._cached_u
+                    graph_u = self._cached_u
 
             elif isinstance(edge_index, SparseTensor):
                 cache = self._cached_adj_t
                 if cache is None:
                     if spectral:
-                        u = self._dominant_eigenvector(edge_index, edge_weight,
-                                                       x)
+                        graph_u = self._dominant_eigenvector(
+                            edge_index, edge_weight, x)
                     edge_index = gcn_norm(  # yapf: disable
                         edge_index, edge_weight, x.size(self.node_dim),
                         self.improved, self.add_self_loops, self.flow, x.dtype)
                     if self.cached:
                         self._cached_adj_t = edge_index
-                        self._cached_u = u
+                        self._cached_u = graph_u
                 else:
                     edge_index = cache
-                    u = self._cached_u
+                    graph_u = self._cached_u
+        if u is None:
+            u = graph_u
 
         x = self.lin(x)
 

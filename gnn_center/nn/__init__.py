@@ -5,19 +5,31 @@ from gnn_center.nn.functional import (
     center,
     gcn_degree,
     graph_sum,
+    rms_scale,
     scatter_backend,
     set_scatter_backend,
 )
 from gnn_center.nn.centered_gcn_conv import CenteredGCNConv
 from gnn_center.nn.centered_gat_conv import CenteredGATConv
+from gnn_center.nn.models import (
+    METHODS,
+    DeepGNN,
+    ModelOptions,
+    build_model,
+)
 
 __all__ = [
     "CENTER_MODES",
+    "METHODS",
     "CenteredGATConv",
     "CenteredGCNConv",
+    "DeepGNN",
+    "ModelOptions",
+    "build_model",
     "center",
     "gcn_degree",
     "graph_sum",
+    "rms_scale",
     "scatter_backend",
     "set_scatter_backend",
 ]

@@ -264,3 +264,25 @@ def gcn_degree(
                                  device=edge_index.device)
     idx = edge_index[1] if flow == "source_to_target" else edge_index[0]
     return scatter(edge_weight, idx, dim=0, dim_size=num_nodes, reduce="sum")
+
+
+def rms_scale(x: Tensor, batch: OptTensor = None,
+              batch_size: Optional[int] = None, eps: float = 1e-5) -> Tensor:
+    r"""Divides node features by their root-mean-square row norm, per graph:
+    :math:`\mathbf{x}_i / \sqrt{\epsilon + \frac{1}{n}\sum_j
+    \lVert\mathbf{x}_j\rVert^2}`.
+
+    This is the scaling step of PairNorm without its centering, so that the
+    effect of centering (done by the layer) and of rescaling can be measured
+    apart. It keeps the overall feature scale from decaying like
+    :math:`\lambda_2^k` once the dominant component is removed.
+    """
+    check_batch(batch, x.size(0))
+    sq = x.pow(2).sum(dim=-1, keepdim=True)
+    if batch is None:
+        return x / (eps + sq.mean()).sqrt()
+    if batch_size is None:
+        batch_size = int(batch.max()) + 1 if batch.numel() > 0 else 0
+    count = graph_sum(x.new_ones(x.size(0), 1), batch, batch_size)
+    mean_sq = graph_sum(sq, batch, batch_size) / count.clamp(min=1)
+    return x / (eps + _per_node(mean_sq, batch)).sqrt()

@@ -1,0 +1,212 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch_geometric.nn import GCNConv
+
+from conftest import random_graph
+from gnn_center.nn import (
+    METHODS,
+    CenteredGCNConv,
+    DeepGNN,
+    ModelOptions,
+    build_model,
+)
+
+N, F_IN, C = 30, 8, 3
+
+
+@pytest.fixture(scope="module")
+def data():
+    torch.manual_seed(0)
+    edge_index, _ = random_graph(N, 40, seed=11)
+    x = torch.randn(N, F_IN)
+    y = torch.randint(0, C, (N, ))
+    return x, edge_index, y
+
+
+def model_for(method, num_layers, **options):
+    torch.manual_seed(0)
+    options.setdefault("hidden_channels", 16)
+    return build_model(method, F_IN, C, num_layers, **options)
+
+
+@pytest.mark.parametrize("num_layers", [2, 128])
+@pytest.mark.parametrize("method", list(METHODS))
+def test_forward_backward_reaches_first_layer(data, method, num_layers,
+                                              capsys):
+    # float64: at depth 128 some methods shrink (centering removes the
+    # dominant component, GCN's other eigenvalues are < 1) or grow
+    # (plain residual sums) geometrically past float32's range; this test
+    # checks that a gradient path exists and reports its size.
+    x, edge_index, y = data
+    model = model_for(method, num_layers).double()
+    model.train()
+    out = model(x.double(), edge_index)
+    assert out.shape == (N, C)
+    F.cross_entropy(out, y).backward()
+    first = model.convs[0]
+    grads = [p.grad for p in first.parameters() if p.requires_grad]
+    grads.append(model.lin_in.weight.grad)
+    norm = torch.stack([g.norm() for g in grads if g is not None]).norm()
+    with capsys.disabled():
+        print(f"\n  {method:>18} L={num_layers:<3} |grad first layer| = "
+              f"{norm.item():.3e}", end="")
+    assert torch.isfinite(norm)
+    assert norm > 0
+
+
+def test_gcn_model_equals_a_stack_of_pyg_gcnconv(data):
+    # The model normalises the graph once for all layers; check it against
+    # GCNConv layers that normalise for themselves.
+    x, edge_index, _ = data
+    model = model_for("gcn", 4).eval()
+    convs = []
+    for conv in model.convs:
+        ref = GCNConv(16, 16)
+        ref.load_state_dict(conv.state_dict())
+        convs.append(ref)
+    h = torch.relu(model.lin_in(x))
+    for ref in convs:
+        h = torch.relu(ref(h, edge_index))
+    torch.testing.assert_close(model(x, edge_index), model.lin_out(h))
+
+
+@pytest.mark.parametrize("mode", ["mean", "uniform", "spectral"])
+def test_centered_model_equals_self_normalising_layers(data, mode):
+    x, edge_index, _ = data
+    method = "centered" if mode == "mean" else f"centered-{mode}"
+    model = model_for(method, 3).eval()
+    h = torch.relu(model.lin_in(x))
+    for conv in model.convs:
+        ref = CenteredGCNConv(16, 16, center=mode)
+        ref.load_state_dict(conv.state_dict())
+        h = torch.relu(ref(h, edge_index))
+    torch.testing.assert_close(model(x, edge_index), model.lin_out(h))
+
+
+def test_parameter_counts():
+    def count(model):
+        return sum(p.numel() for p in model.parameters())
+
+    for mode in ("centered", "centered-uniform", "centered-spectral"):
+        assert count(model_for(mode, 8)) == count(model_for("gcn", 8))
+        assert count(model_for(mode, 8, learn_beta=True)) == \
+            count(model_for("gcn", 8)) + 8
+
+
+def test_dropedge_changes_edges_only_in_training(data):
+    x, edge_index, _ = data
+    model = model_for("dropedge", 2, dropedge=0.5)
+    model.train()
+    first = model.prepare_graph(N, edge_index)[0]
+    second = model.prepare_graph(N, edge_index)[0]
+    full = model_for("gcn", 2).prepare_graph(N, edge_index)[0]
+    assert first.size(1) < full.size(1)
+    assert not torch.equal(first, second)
+    # The kept graph stays undirected.
+    pairs = set(map(tuple, first.t().tolist()))
+    assert all((j, i) in pairs for i, j in pairs)
+    model.eval()
+    torch.testing.assert_close(model.prepare_graph(N, edge_index)[0], full)
+    torch.testing.assert_close(model(x, edge_index), model(x, edge_index))
+
+
+@pytest.mark.parametrize("method", ["gcn", "centered-spectral", "gcnii",
+                                    "pairnorm", "centered-gat", "dropedge"])
+def test_checkpoint_gives_same_loss_and_gradients(data, method):
+    x, edge_index, y = data
+    results = []
+    for use_checkpoint in (False, True):
+        model = model_for(method, 6, checkpoint=use_checkpoint).train()
+        torch.manual_seed(1)  # same dropout and DropEdge draws
+        loss = F.cross_entropy(model(x, edge_index), y)
+        loss.backward()
+        results.append((loss.detach(),
+                        [p.grad.clone() for p in model.parameters()]))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_a, loss_b)
+    for ga, gb in zip(grads_a, grads_b):
+        torch.testing.assert_close(ga, gb)
+
+
+def test_hidden_states_come_from_the_same_forward_pass(data):
+    x, edge_index, _ = data
+    model = model_for("centered", 5).eval()
+    calls = []
+    for conv in model.convs:
+        conv.register_forward_hook(lambda *args: calls.append(1))
+    out, hidden = model(x, edge_index, return_hidden=True)
+    assert len(calls) == 5
+    assert len(hidden) == 6
+    assert all(h.shape == (N, 16) for h in hidden)
+    torch.testing.assert_close(out, model.lin_out(hidden[-1]))
+
+
+@pytest.mark.parametrize("jk", ["last", "cat", "max"])
+def test_jumping_knowledge(data, jk):
+    x, edge_index, _ = data
+    model = model_for("centered", 4, jk=jk)
+    assert model(x, edge_index).shape == (N, C)
+    if jk == "cat":
+        assert model.lin_out.in_features == 16 * 4
+
+
+def test_options_combine(data):
+    x, edge_index, _ = data
+    model = model_for("centered-spectral", 4, residual="initial",
+                      rescale=True, dropout_placement="io")
+    assert model.options.residual == "initial" and model.options.rescale
+    assert model(x, edge_index).shape == (N, C)
+
+
+def test_per_graph_batch_reaches_the_centering(data):
+    x, edge_index, _ = data
+    keep = (edge_index < 15).all(0) | (edge_index >= 15).all(0)
+    edge_index = edge_index[:, keep]  # two separate graphs
+    batch = (torch.arange(N) >= 15).long()
+    model = model_for("centered", 2).eval()
+    _, hidden = model(x, edge_index, batch=batch, return_hidden=True)
+    alone, hidden_a = model(x[:15], edge_index[:, (edge_index < 15).all(0)],
+                            return_hidden=True)
+    torch.testing.assert_close(hidden[-1][:15], hidden_a[-1])
+
+
+def test_unknown_method_lists_choices():
+    with pytest.raises(ValueError, match="Unknown method 'gin'.*gcn.*gcnii"):
+        build_model("gin", 4, 2, 4)
+
+
+@pytest.mark.parametrize("num_layers", [1, 129, 2.5])
+def test_depth_out_of_range(num_layers):
+    with pytest.raises(ValueError, match="num_layers=.* from 2 to 128"):
+        build_model("gcn", 4, 2, num_layers)
+
+
+@pytest.mark.parametrize("options,match", [
+    ({"norm": "layernorm"}, "Unknown norm='layernorm'.*'pairnorm'"),
+    ({"residual": "dense"}, "Unknown residual='dense'.*'initial'"),
+    ({"jk": "lstm"}, "Unknown jk='lstm'.*'cat'"),
+    ({"dropout": 1.0}, r"dropout=1.0 is outside \[0, 1\)"),
+    ({"pairnorm_mode": "PN-SCS"}, "Unknown pairnorm_mode='PN-SCS'"),
+    ({"colour": "red"}, "Unknown model option.*colour.*valid options"),
+    ({"activation": "nope"}, "nope"),
+])
+def test_bad_options(options, match):
+    with pytest.raises(ValueError, match=match):
+        build_model("gcn", 4, 2, 4, **options)
+
+
+def test_center_mode_errors():
+    with pytest.raises(ValueError, match="center='spectral'.*'uniform'"):
+        build_model("centered-gat", 4, 2, 4, center="spectral")
+    with pytest.raises(ValueError, match="only applies to the centered"):
+        build_model("gcn", 4, 2, 4, center="mean")
+    with pytest.raises(ValueError, match="multiple of heads"):
+        build_model("gat", 4, 2, 4, hidden_channels=10, heads=4)
+
+
+def test_defaults_live_in_model_options():
+    model = DeepGNN(4, 2, 3, method="pairnorm")
+    assert model.options.hidden_channels == ModelOptions.hidden_channels
+    assert model.options.norm == "pairnorm"
+    assert model.options.residual == "none"

@@ -51,3 +51,28 @@ def graph():
     edge_index, _ = random_graph(12, 20, seed=1)
     x = torch.randn(12, 5, dtype=torch.float64)
     return x, edge_index
+
+
+def shared_dataset_root():
+    """The shared dataset copy, reached only through GNN_CENTER_DATA: skip
+    when it is not set locally, fail in CI."""
+    import os
+    from pathlib import Path
+
+    value = os.environ.get("GNN_CENTER_DATA")
+    if not value or not Path(value).is_dir():
+        message = (f"GNN_CENTER_DATA={value!r} is not a dataset folder; "
+                   f"point it at the shared copy (e.g. ../shared/datasets)")
+        if in_ci():
+            pytest.fail(f"CI must run the dataset tests: {message}")
+        pytest.skip(message)
+    return Path(value)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """Processed datasets go to a temporary cache, never to ~/.cache."""
+    path = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GNN_CENTER_CACHE", str(path))
+        yield path

@@ -210,3 +210,24 @@ def test_defaults_live_in_model_options():
     assert model.options.hidden_channels == ModelOptions.hidden_channels
     assert model.options.norm == "pairnorm"
     assert model.options.residual == "none"
+
+
+def test_sparse_features_give_the_dense_result(data):
+    x, edge_index, y = data
+    x = x * (torch.rand_like(x) < 0.2)  # mostly zero, like bag-of-words
+    model = model_for("centered", 3, dropout=0.0).train()
+    dense = model(x, edge_index)
+    F.cross_entropy(dense, y).backward()
+    dense_grad = model.lin_in.weight.grad.clone()
+    model.zero_grad()
+    sparse = model(x.to_sparse_csr(), edge_index)
+    F.cross_entropy(sparse, y).backward()
+    torch.testing.assert_close(sparse, dense)
+    torch.testing.assert_close(model.lin_in.weight.grad, dense_grad)
+    # With dropout, only stored values are dropped: zeros stay zero and the
+    # expected embedding is unchanged (dropout rescales the kept values).
+    model = model_for("gcn", 2, dropout=0.5).train()
+    torch.manual_seed(3)
+    emb = torch.stack([model._embed(x.to_sparse_csr()) for _ in range(400)])
+    expected = model.lin_in(x)
+    assert (emb.mean(0) - expected).abs().mean() < 0.05 * expected.abs().mean()

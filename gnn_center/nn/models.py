@@ -46,6 +46,7 @@ gat / centered-gat PyG ``GATConv`` / ``CenteredGATConv`` (``uniform``)
 Options combine: e.g. ``build_model("centered-spectral", ...,
 residual="initial", rescale=True)``.
 """
+import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import List, Optional, Tuple, Union
 
@@ -218,7 +219,8 @@ class DeepGNN(torch.nn.Module):
         **options: Fields of :class:`ModelOptions`.
 
     Shapes:
-        - **input:** node features :math:`(|\mathcal{V}|, F_{in})`, edge
+        - **input:** node features :math:`(|\mathcal{V}|, F_{in})`, dense
+          or sparse CSR (faster for sparse bag-of-words features), edge
           indices :math:`(2, |\mathcal{E}|)` of an undirected graph without
           normalisation, edge weights :math:`(|\mathcal{E}|)` *(optional)*,
           batch vector :math:`(|\mathcal{V}|)` *(optional)*
@@ -227,6 +229,9 @@ class DeepGNN(torch.nn.Module):
           hidden states :math:`(|\mathcal{V}|, \text{hidden})`: the input
           embedding :math:`h_0` and the output of every layer.
     """
+    #: The trainer may pass node features as a sparse CSR tensor.
+    supports_sparse_features = True
+
     def __init__(self, in_channels: int, out_channels: int, num_layers: int,
                  method: str = "gcn", **options):
         super().__init__()
@@ -354,6 +359,21 @@ class DeepGNN(torch.nn.Module):
             z = (1 - opts.alpha) * z + opts.alpha * h0
         return z
 
+    def _embed(self, x: Tensor) -> Tensor:
+        p = self.options.dropout
+        if x.layout != torch.sparse_csr:
+            return self.lin_in(F.dropout(x, p=p, training=self.training))
+        # Bag-of-words features are ~1% non-zero: dropping out only the
+        # stored values (dropout leaves zeros zero) and a sparse product
+        # are an order of magnitude faster than the dense path.
+        values = F.dropout(x.values(), p=p, training=self.training)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "beta" notice
+            x = torch.sparse_csr_tensor(x.crow_indices(), x.col_indices(),
+                                        values, x.shape,
+                                        check_invariants=False)
+        return torch.sparse.mm(x, self.lin_in.weight.t()) + self.lin_in.bias
+
     def forward(
         self,
         x: Tensor,
@@ -372,8 +392,7 @@ class DeepGNN(torch.nn.Module):
             x.size(0), edge_index, edge_weight, x.dtype)
 
         opts = self.options
-        h = F.dropout(x, p=opts.dropout, training=self.training)
-        h0 = h = self.act(self.lin_in(h))
+        h0 = h = self.act(self._embed(x))
         hidden = [h0]
         for index in range(self.num_layers):
             args = (index, h, h0, edge_index, edge_weight, u, batch,

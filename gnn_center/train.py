@@ -160,8 +160,11 @@ def fit(model: torch.nn.Module, task: NodeTask,
     train_time, epochs_run, bad_epochs = 0.0, 0, 0
     start = time.perf_counter()
 
-    bar = tqdm(range(options.max_epochs), desc=desc, disable=not progress,
-               leave=False, dynamic_ncols=True)
+    # Epoch bars only on a terminal (disable=None): in logs they would
+    # repeat a line per refresh.
+    bar = tqdm(range(options.max_epochs), desc=desc,
+               disable=None if progress else True, leave=False,
+               dynamic_ncols=True)
     for epoch in bar:
         tic = time.perf_counter()
         model.train()

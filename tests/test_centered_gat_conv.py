@@ -50,7 +50,6 @@ def test_matches_dense(graph, mode, concat):
 def test_uniform_equals_attention_of_centered_input(graph):
     # S (I - 11ᵀ/n) Z = (S - 11ᵀ/n) Z because S is row-stochastic.
     x, edge_index = graph
-    n = x.size(0)
     conv = make_gat("uniform")
     s, z = dense_attention(conv, x, edge_index)
     centered_z = z - z.mean(0, keepdim=True)

@@ -1,0 +1,220 @@
+r"""The ``gnn-center`` command: a thin shell over
+:func:`gnn_center.train.run`, :func:`gnn_center.sweep.run_sweep`,
+:func:`gnn_center.report.write_report` and
+:func:`gnn_center.data.dataset_status`."""
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from gnn_center.config import ConfigError, config_from_dict, load_config
+
+EPILOG = "Datasets: set GNN_CENTER_DATA or --root to a folder in PyG's layout."
+
+
+def _train(args) -> int:
+    from gnn_center.train import TrainOptions, run
+
+    if args.config:
+        config = load_config(args.config)
+        raw_source = config.source
+    else:
+        config = None
+        raw_source = "command line"
+
+    def pick(flag, values, what, default=None):
+        if flag is not None:
+            return flag
+        if config is None:
+            if default is not None:
+                return default
+            raise ConfigError(f"--{what} is required without --config")
+        if len(values) != 1:
+            raise ConfigError(f"{raw_source}: {what}: the config lists "
+                              f"{len(values)} ({', '.join(map(str, values))}"
+                              f"); choose one with --{what}")
+        return values[0]
+
+    dataset = pick(args.dataset, config and config.datasets, "dataset")
+    method = pick(args.method, config and config.methods, "method")
+    layers = pick(args.layers, config and config.depths, "layers")
+    seed = pick(args.seed, config and config.seeds, "seed", default=0)
+    # Validate the flags through the same schema as a config file.
+    raw = dict(datasets=[dataset], methods=[method], depths=[layers],
+               seeds=[seed])
+    if config is not None:
+        data, model, train = config.options_for(dataset.lower(), method,
+                                                seed)
+        raw.update(data=data, model=model, train=train, root=config.root)
+    flags_model = dict(hidden_channels=args.hidden, dropout=args.dropout)
+    flags_train = dict(lr=args.lr, weight_decay=args.weight_decay,
+                       max_epochs=args.epochs, patience=args.patience,
+                       device=args.device)
+    for section, flags in (("model", flags_model), ("train", flags_train)):
+        raw.setdefault(section, {}).update(
+            {k: v for k, v in flags.items() if v is not None})
+    if args.root is not None:
+        raw["root"] = args.root
+    checked = config_from_dict(raw, source=raw_source)
+    data, model, train = checked.options_for(checked.datasets[0], method,
+                                             seed)
+
+    record = run(checked.datasets[0], method, layers, seed,
+                 root=checked.root, data_options=data, model_options=model,
+                 train_options=TrainOptions(**train),
+                 record_layer_metrics=not args.no_metrics,
+                 progress=not args.quiet)
+    status = record["status"]
+    print(f"{record['dataset']} ({record['split']}) {method} "
+          f"L={layers} seed={seed}: {status}")
+    if record.get("error"):
+        print(f"  {record['error']}")
+    if record.get("best_epoch") is not None:
+        print(f"  best epoch {record['best_epoch']} of "
+              f"{record['epochs_run']}: train {100 * record['train_acc']:.1f}"
+              f"  val {100 * record['val_acc']:.1f}"
+              f"  test {100 * record['test_acc']:.1f}")
+    print(f"  {1000 * record['time_per_epoch_s']:.1f} ms/epoch, peak memory "
+          f"{record['peak_memory_mb']:.0f} MB ({record['peak_memory_kind']})")
+    if args.out:
+        from gnn_center.sweep import append_record
+        append_record(args.out, record)
+        print(f"  record appended to {args.out}")
+    return 0 if status == "ok" else 1
+
+
+def _sweep(args) -> int:
+    from gnn_center.sweep import run_sweep
+
+    config = load_config(args.config)
+    if args.output_dir:
+        config.output_dir = Path(args.output_dir)
+    if args.root:
+        config.root = args.root
+    total = len(list(config.cells()))
+    print(f"{config.name}: {len(config.datasets)} dataset(s) x "
+          f"{len(config.methods)} method(s) x {len(config.depths)} depth(s) "
+          f"x {len(config.seeds)} seed(s) = {total} runs -> "
+          f"{config.output_dir}")
+    summary = run_sweep(config, jobs=args.jobs, progress=not args.quiet)
+    print(summary)
+    if not args.no_report and summary.skipped + summary.finished:
+        from gnn_center.report import write_report
+        report = write_report([summary.results_path])
+        print()
+        print(report["markdown"])
+        print("wrote " + ", ".join(str(p) for p in report["paths"]))
+    if summary.interrupted:
+        return 130
+    return 1 if summary.errors else 0
+
+
+def _report(args) -> int:
+    from gnn_center.report import write_report
+
+    report = write_report(args.results, args.out,
+                          energy_depth=args.energy_depth)
+    print(report["markdown"])
+    print("wrote " + ", ".join(str(p) for p in report["paths"]))
+    return 0
+
+
+def _datasets(args) -> int:
+    from gnn_center.data import DATASETS, dataset_status, resolve_root
+
+    print(f"dataset root: {resolve_root(args.root)}")
+    width = max(map(len, DATASETS))
+    for name, available, where in dataset_status(args.root):
+        mark = "yes" if available else "no "
+        print(f"  {name:<{width}}  {mark}  {where}")
+    if args.json:
+        print(json.dumps({name: dict(available=available, where=where)
+                          for name, available, where
+                          in dataset_status(args.root)}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gnn-center",
+        description="Deep GNNs with centered message passing: train, sweep "
+        "depths, report.", epilog=EPILOG)
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train one model and print its metrics",
+                       description="Train one (dataset, method, depth, seed) "
+                       "run. Flags override the config; a config that lists "
+                       "several values needs the flag to pick one.",
+                       epilog=EPILOG)
+    p.add_argument("--config", help="YAML experiment config")
+    p.add_argument("--dataset", help="e.g. cora, chameleon, csbm")
+    p.add_argument("--method", help="e.g. gcn, centered, centered-spectral")
+    p.add_argument("--layers", type=int, help="message-passing layers, "
+                   "2-128")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--hidden", type=int, help="hidden channels")
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--epochs", type=int, help="maximum epochs")
+    p.add_argument("--patience", type=int, help="early-stopping patience")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--root", help="dataset root (default: $GNN_CENTER_DATA "
+                   "or the user cache)")
+    p.add_argument("--out", help="append the run's record to this JSON-lines "
+                   "file")
+    p.add_argument("--no-metrics", action="store_true",
+                   help="skip the per-layer oversmoothing measures")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("sweep", help="run a resumable depth sweep",
+                       description="Run every (dataset, method, depth, seed) "
+                       "cell of CONFIG, appending each result to "
+                       "<output_dir>/results.jsonl as it finishes. Re-running "
+                       "skips finished cells. Writes the report at the end.",
+                       epilog=EPILOG)
+    p.add_argument("config", help="YAML experiment config")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="parallel processes (default 1)")
+    p.add_argument("--output-dir", help="override the config's output_dir")
+    p.add_argument("--root", help="override the dataset root")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write the table and plots at the end")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_sweep)
+
+    p = sub.add_parser("report", help="tables and plots from results",
+                       description="Write results.md, results.csv and PNG "
+                       "plots from one or more results.jsonl files.")
+    p.add_argument("results", nargs="+", help="results.jsonl file(s)")
+    p.add_argument("--out", help="output folder (default: that of the first "
+                   "results file)")
+    p.add_argument("--energy-depth", type=int, default=64,
+                   help="depth whose per-layer energy is plotted (the "
+                   "deepest run up to it; default 64)")
+    p.set_defaults(func=_report)
+
+    p = sub.add_parser("datasets", help="list datasets and local availability",
+                       description="List the known dataset names and whether "
+                       "each can be loaded without a download.",
+                       epilog=EPILOG)
+    p.add_argument("--root", help="dataset root to check")
+    p.add_argument("--json", action="store_true", help="also print JSON")
+    p.set_defaults(func=_datasets)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"gnn-center {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

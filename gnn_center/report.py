@@ -1,0 +1,223 @@
+r"""Tables and plots from sweep results.
+
+:func:`write_report` reads one or more ``results.jsonl`` files and writes
+
+* ``results.md``: per dataset, mean ± std test accuracy (%) over seeds for
+  each method (rows) and depth (columns), the best mean per depth in bold;
+  a cell with runs that diverged is marked with a dagger and counted;
+* ``results.csv``: the same numbers, one row per (dataset, method, depth);
+* ``accuracy_<dataset>.png``: test accuracy against depth, one line per
+  method with the standard deviation as error bars;
+* ``energy_<dataset>_L<depth>.png``: the relative Dirichlet energy of the
+  selected model's hidden states against layer index, at one depth (the
+  deepest available at most ``energy_depth``), mean over seeds.
+
+The test accuracy of a diverged run is that of its best validation epoch
+before the loss became NaN, so it stays in the mean.
+"""
+import csv
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+from gnn_center.sweep import read_records
+
+
+@dataclass
+class CellSummary:
+    dataset: str
+    method: str
+    num_layers: int
+    runs: int
+    mean: Optional[float]  # test accuracy in %
+    std: Optional[float]
+    diverged: int
+
+
+def _mean_std(values: Sequence[float]):
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    var = sum((v - mean)**2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(var)
+
+
+def summarize(records: Iterable[dict]) -> List[CellSummary]:
+    r"""Mean and sample standard deviation of the test accuracy (in %)
+    per (dataset, method, depth), in first-seen order of datasets and
+    methods and increasing depth."""
+    groups: Dict[tuple, list] = defaultdict(list)
+    order_d: Dict[str, int] = {}
+    order_m: Dict[str, int] = {}
+    for r in records:
+        if r.get("status") not in ("ok", "diverged"):
+            continue
+        order_d.setdefault(r["dataset"], len(order_d))
+        order_m.setdefault(r["method"], len(order_m))
+        groups[(r["dataset"], r["method"], r["num_layers"])].append(r)
+    rows = []
+    for (dataset, method, depth), runs in groups.items():
+        accs = [100 * r["test_acc"] for r in runs
+                if r.get("test_acc") is not None]
+        mean, std = _mean_std(accs)
+        rows.append(CellSummary(dataset, method, depth, len(runs), mean, std,
+                                sum(r["status"] == "diverged"
+                                    for r in runs)))
+    rows.sort(key=lambda c: (order_d[c.dataset], order_m[c.method],
+                             c.num_layers))
+    return rows
+
+
+def markdown_tables(rows: List[CellSummary]) -> str:
+    r"""One Markdown table per dataset: methods × depths."""
+    parts = []
+    for dataset in dict.fromkeys(r.dataset for r in rows):
+        sub = [r for r in rows if r.dataset == dataset]
+        depths = sorted({r.num_layers for r in sub})
+        methods = list(dict.fromkeys(r.method for r in sub))
+        cell = {(r.method, r.num_layers): r for r in sub}
+        best = {}
+        for depth in depths:
+            means = [cell[m, depth].mean for m in methods
+                     if (m, depth) in cell and cell[m, depth].mean is not None]
+            best[depth] = max(means) if means else None
+        runs = sorted({r.runs for r in sub})
+        seeds = "/".join(map(str, runs))
+        lines = [f"### {dataset}", "",
+                 f"Test accuracy (%), mean ± std over {seeds} seed(s); "
+                 f"best per depth in bold.", "",
+                 "| method | " + " | ".join(f"L={d}" for d in depths) + " |",
+                 "|---|" + "---:|" * len(depths)]
+        for method in methods:
+            entries = []
+            for depth in depths:
+                c = cell.get((method, depth))
+                if c is None or c.mean is None:
+                    entries.append("–")
+                    continue
+                text = f"{c.mean:.1f} ± {c.std:.1f}"
+                if best[depth] is not None and c.mean == best[depth]:
+                    text = f"**{text}**"
+                if c.diverged:
+                    text += f" †{c.diverged}"
+                entries.append(text)
+            lines.append(f"| {method} | " + " | ".join(entries) + " |")
+        if any(r.diverged for r in sub):
+            lines += ["", "† n: n runs diverged (NaN loss); their accuracy is "
+                      "that of the best epoch before."]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def write_csv(rows: List[CellSummary], path: os.PathLike) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["dataset", "method", "num_layers", "runs",
+                         "test_acc_mean", "test_acc_std", "diverged"])
+        for r in rows:
+            writer.writerow([
+                r.dataset, r.method, r.num_layers, r.runs,
+                "" if r.mean is None else f"{r.mean:.2f}",
+                "" if r.std is None else f"{r.std:.2f}", r.diverged
+            ])
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_accuracy(rows: List[CellSummary], dataset: str,
+                  path: os.PathLike) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in dict.fromkeys(r.method for r in rows
+                                if r.dataset == dataset):
+        sub = [r for r in rows if r.dataset == dataset and r.method == method
+               and r.mean is not None]
+        ax.errorbar([r.num_layers for r in sub], [r.mean for r in sub],
+                    yerr=[r.std for r in sub], marker="o", capsize=3,
+                    label=method,
+                    linestyle="-" if method.startswith("centered") else "--")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("number of message-passing layers")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{dataset}: accuracy against depth")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_energy(records: List[dict], dataset: str, depth: int,
+                path: os.PathLike, measure: str = "relative_energy") -> bool:
+    r"""Mean over seeds of a per-layer measure for each method at one
+    depth; returns False when no run has it."""
+    per_method: Dict[str, List[List[float]]] = defaultdict(list)
+    for r in records:
+        metrics = r.get("layer_metrics")
+        if (r.get("dataset") == dataset and r.get("num_layers") == depth
+                and metrics and measure in metrics):
+            per_method[r["method"]].append(metrics[measure])
+    if not per_method:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, curves in per_method.items():
+        mean = [sum(v) / len(v) for v in zip(*curves)]
+        mean = [max(m, 1e-30) for m in mean]  # log scale
+        ax.plot(range(len(mean)), mean, label=method,
+                linestyle="-" if method.startswith("centered") else "--")
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (0 = input embedding)")
+    ax.set_ylabel(measure.replace("_", " "))
+    ax.set_title(f"{dataset}, {depth} layers: {measure.replace('_', ' ')}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_report(results: Sequence[os.PathLike],
+                 out_dir: Optional[os.PathLike] = None,
+                 energy_depth: int = 64) -> Dict[str, object]:
+    r"""Writes the table, CSV and plots for the given results files into
+    ``out_dir`` (default: the folder of the first file). Returns the
+    Markdown text and the paths written."""
+    paths = [Path(p) for p in results]
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: no such results file; run "
+                                    f"'gnn-center sweep CONFIG' first")
+    records = [r for p in paths for r in read_records(p)]
+    rows = summarize(records)
+    if not rows:
+        raise ValueError(f"{', '.join(map(str, paths))}: no finished runs "
+                         f"to report")
+    out = Path(out_dir) if out_dir is not None else paths[0].parent
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = markdown_tables(rows)
+    (out / "results.md").write_text(markdown)
+    write_csv(rows, out / "results.csv")
+    written = [out / "results.md", out / "results.csv"]
+    for dataset in dict.fromkeys(r.dataset for r in rows):
+        path = out / f"accuracy_{dataset}.png"
+        plot_accuracy(rows, dataset, path)
+        written.append(path)
+        depths = sorted({r.num_layers for r in rows if r.dataset == dataset
+                         and r.num_layers <= energy_depth})
+        if depths:
+            path = out / f"energy_{dataset}_L{depths[-1]}.png"
+            if plot_energy(records, dataset, depths[-1], path):
+                written.append(path)
+    return dict(markdown=markdown, paths=written)

@@ -1,0 +1,210 @@
+r"""Resumable depth sweeps.
+
+Every (dataset, method, depth, seed) cell of a config is one
+:func:`gnn_center.train.run`. Each finished run is appended to
+``<output_dir>/results.jsonl`` at once (flushed and synced), so a crash or
+Ctrl-C loses only the runs in progress. Running the same sweep again skips
+the cells whose key (a hash of all their settings) is already in the file;
+a line cut short by a crash is ignored. Runs that raise are written to
+``errors.jsonl`` and retried on the next invocation.
+"""
+import json
+import multiprocessing
+import os
+import traceback
+import warnings
+from collections import OrderedDict
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from gnn_center.config import Cell, ExperimentConfig
+from gnn_center.data import load_dataset
+from gnn_center.train import TrainOptions, run
+
+RESULTS_FILE = "results.jsonl"
+ERRORS_FILE = "errors.jsonl"
+
+
+def read_records(path: os.PathLike) -> List[Dict[str, Any]]:
+    r"""The records of a JSON-lines file; a line that does not parse (cut
+    short by a crash) is skipped with a warning."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records, bad = [], 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                bad += 1
+    if bad:
+        warnings.warn(f"{path}: ignored {bad} incomplete line(s), e.g. from "
+                      f"an interrupted run", stacklevel=2)
+    return records
+
+
+def append_record(path: os.PathLike, record: Dict[str, Any]) -> None:
+    r"""Appends one record as a line and syncs it to disk. If the file ends
+    in a partial line, the record starts on a new line."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(record, sort_keys=True) + "\n"
+    with open(path, "a+b") as f:
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                line = "\n" + line
+        f.write(line.encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# One process loads each dataset once; cells are ordered by dataset, so a
+# small cache suffices.
+_TASKS: "OrderedDict[str, Any]" = OrderedDict()
+_TASK_CACHE_SIZE = 2
+
+
+def _task_for(cell: Cell, root: Optional[str]):
+    key = json.dumps([cell.dataset, root, cell.seed, cell.data_options],
+                     sort_keys=True)
+    if key not in _TASKS:
+        _TASKS[key] = load_dataset(cell.dataset, root, seed=cell.seed,
+                                   **cell.data_options)
+        while len(_TASKS) > _TASK_CACHE_SIZE:
+            _TASKS.popitem(last=False)
+    _TASKS.move_to_end(key)
+    return _TASKS[key]
+
+
+def run_cell(cell: Cell, root: Optional[str] = None,
+             layer_metrics: bool = True,
+             progress: bool = False) -> Dict[str, Any]:
+    r"""Runs one cell; an exception becomes a record with
+    ``status="error"`` instead of ending the sweep."""
+    try:
+        record = run(cell.dataset, cell.method, cell.num_layers, cell.seed,
+                     root=root, data_options=cell.data_options,
+                     model_options=cell.model_options,
+                     train_options=TrainOptions(**cell.train_options),
+                     record_layer_metrics=layer_metrics, progress=progress,
+                     task=_task_for(cell, root))
+    except Exception as err:  # noqa: BLE001 - recorded, not swallowed
+        record = dict(dataset=cell.dataset, method=cell.method,
+                      num_layers=cell.num_layers, seed=cell.seed,
+                      status="error", error=f"{type(err).__name__}: {err}",
+                      traceback=traceback.format_exc())
+    record["key"] = cell.key
+    record["cell"] = asdict(cell)
+    return record
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+@dataclass
+class SweepSummary:
+    total: int
+    skipped: int
+    finished: int
+    errors: int
+    diverged: int
+    interrupted: bool
+    results_path: Path
+
+    def __str__(self) -> str:
+        done = self.skipped + self.finished
+        text = (f"{done}/{self.total} runs in {self.results_path} "
+                f"({self.finished} new, {self.skipped} already there"
+                f"{f', {self.diverged} diverged' if self.diverged else ''})")
+        if self.errors:
+            text += (f"; {self.errors} failed with an error (see "
+                     f"{self.results_path.parent / ERRORS_FILE}; re-run to "
+                     f"retry)")
+        if self.interrupted:
+            text += "; interrupted: re-run the same command to resume"
+        return text
+
+
+def run_sweep(config: ExperimentConfig, jobs: int = 1,
+              progress: bool = True) -> SweepSummary:
+    r"""Runs every cell of ``config`` not yet in its results file, ``jobs``
+    at a time in separate processes (each with ``cpu_count // jobs``
+    threads), appending each record as it finishes."""
+    if jobs < 1:
+        raise ValueError(f"jobs={jobs} must be at least 1")
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path, errors_path = out / RESULTS_FILE, out / ERRORS_FILE
+    finished = {r.get("key") for r in read_records(results_path)}
+    cells = list(config.cells())
+    todo = [cell for cell in cells if cell.key not in finished]
+    summary = SweepSummary(total=len(cells), skipped=len(cells) - len(todo),
+                           finished=0, errors=0, diverged=0,
+                           interrupted=False, results_path=results_path)
+    bar = tqdm(total=len(todo), desc=config.name, disable=not progress,
+               dynamic_ncols=True)
+
+    def store(record: Dict[str, Any]) -> None:
+        record["config_name"] = config.name
+        if record.get("status") == "error":
+            append_record(errors_path, record)
+            summary.errors += 1
+            tqdm.write(f"error in {record['cell']['dataset']} "
+                       f"{record['method']} L={record['num_layers']} seed="
+                       f"{record['seed']}: {record['error']}")
+        else:
+            record.pop("traceback", None)
+            append_record(results_path, record)
+            summary.finished += 1
+            summary.diverged += record.get("status") == "diverged"
+            test = record.get("test_acc")
+            bar.set_postfix_str(
+                f"{record['dataset']} {record['method']} "
+                f"L={record['num_layers']}: test "
+                f"{'n/a' if test is None else f'{100 * test:.1f}'}")
+        bar.update()
+
+    try:
+        if jobs == 1:
+            for cell in todo:
+                store(run_cell(cell, config.root, config.layer_metrics,
+                               progress=progress))
+        else:
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(jobs, mp_context=context,
+                                     initializer=_init_worker,
+                                     initargs=(threads, )) as pool:
+                futures = {pool.submit(run_cell, cell, config.root,
+                                       config.layer_metrics) for cell in todo}
+                try:
+                    while futures:
+                        done, futures = wait(futures,
+                                             return_when=FIRST_COMPLETED)
+                        for future in done:
+                            store(future.result())
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        bar.close()
+    return summary

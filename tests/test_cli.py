@@ -1,0 +1,178 @@
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from conftest import shared_dataset_root
+from gnn_center.cli import build_parser, main
+
+SMALL = dict(
+    datasets=["csbm"], methods=["gcn", "centered"], depths=[2, 4],
+    seeds=[0, 1], data=dict(num_nodes=200, feature_dim=8),
+    model=dict(hidden_channels=16), train=dict(max_epochs=20, patience=10))
+
+
+def cli(*args, cwd, timeout=300):
+    return subprocess.run([sys.executable, "-m", "gnn_center.cli", *args],
+                          cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=os.environ.copy())
+
+
+def write_config(tmp_path, **changes):
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(dict(SMALL, output_dir=str(
+        tmp_path / "out"), **changes)))
+    return path
+
+
+def read_lines(path):
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return records
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["sweep"], ["report"],
+                                     ["datasets"]])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(command + ["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: gnn-center")
+    if command:
+        assert command[0] in out
+
+
+@pytest.mark.slow
+def test_small_sweep_end_to_end(tmp_path):
+    config = write_config(tmp_path)
+    done = cli("sweep", str(config), "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "out"
+    records = read_lines(out / "results.jsonl")
+    assert len(records) == 8
+    cells = {(r["method"], r["num_layers"], r["seed"]) for r in records}
+    assert cells == {(m, d, s) for m in ("gcn", "centered")
+                     for d in (2, 4) for s in (0, 1)}
+    assert all(r["status"] == "ok" for r in records)
+    assert "8/8 runs" in done.stdout
+
+    # The report: every (method, depth) row with two seeds, and the plots.
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["method"], r["num_layers"]) for r in rows} == {
+        (m, str(d)) for m in ("gcn", "centered") for d in (2, 4)}
+    assert all(r["runs"] == "2" for r in rows)
+    markdown = (out / "results.md").read_text()
+    assert "| centered |" in markdown and "L=4" in markdown
+    assert "**" in markdown  # best per depth marked
+    assert (out / "accuracy_csbm.png").stat().st_size > 0
+    assert (out / "energy_csbm_L4.png").stat().st_size > 0
+
+    # Running it again does nothing new.
+    again = cli("sweep", str(config), "--quiet", "--no-report", cwd=tmp_path)
+    assert again.returncode == 0
+    assert "0 new, 8 already there" in again.stdout
+    assert len(read_lines(out / "results.jsonl")) == 8
+
+    # The report subcommand on its own, into another folder.
+    report = cli("report", str(out / "results.jsonl"), "--out",
+                 str(tmp_path / "rep"), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    assert (tmp_path / "rep" / "results.md").read_text() == markdown
+
+
+@pytest.mark.slow
+def test_resume_after_a_kill(tmp_path):
+    config = write_config(tmp_path, depths=[2, 4, 8],
+                          train=dict(max_epochs=150, patience=150))
+    results = tmp_path / "out" / "results.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gnn_center.cli", "sweep", str(config),
+         "--quiet", "--no-report"], cwd=tmp_path, env=os.environ.copy(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if results.exists() and len(read_lines(results)) >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # a crash: no chance to clean up
+    proc.wait()
+    first = read_lines(results)
+    assert 2 <= len(first) < 12, "the sweep should be cut mid-way"
+    # A line cut short by the crash must be ignored, not break the resume.
+    with open(results, "a") as f:
+        f.write('{"dataset": "csbm", "method": "gc')
+
+    done = cli("sweep", str(config), "--quiet", "--no-report", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    records = read_lines(results)
+    keys = [r["key"] for r in records]
+    assert len(keys) == 12 and len(set(keys)) == 12  # each cell once
+    # Finished runs were kept, not redone.
+    kept = {r["key"]: r["finished_at"] for r in records}
+    assert all(kept[r["key"]] == r["finished_at"] for r in first)
+    assert f"{12 - len(first)} new, {len(first)} already there" in done.stdout
+
+
+@pytest.mark.slow
+def test_parallel_jobs(tmp_path):
+    config = write_config(tmp_path, seeds=[0])
+    done = cli("sweep", str(config), "--jobs", "2", "--quiet", "--no-report",
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    records = read_lines(tmp_path / "out" / "results.jsonl")
+    assert sorted((r["method"], r["num_layers"]) for r in records) == sorted(
+        (m, d) for m in ("gcn", "centered") for d in (2, 4))
+
+
+def test_train_prints_metrics(tmp_path, capsys):
+    out = tmp_path / "one.jsonl"
+    code = main(["train", "--dataset", "csbm", "--method", "centered",
+                 "--layers", "3", "--epochs", "15", "--quiet",
+                 "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "csbm" in text and "test" in text and "ms/epoch" in text
+    assert read_lines(out)[0]["num_layers"] == 3
+
+
+def test_train_picks_from_a_config(tmp_path, capsys):
+    config = write_config(tmp_path)
+    assert main(["train", "--config", str(config)]) == 2
+    assert "lists 2" in capsys.readouterr().err
+    assert main(["train", "--config", str(config), "--method", "gcn",
+                 "--layers", "2", "--seed", "1", "--quiet"]) == 0
+
+
+def test_bad_input_gives_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--dataset", "csbm", "--method", "gin",
+                 "--layers", "2"]) == 2
+    assert "unknown method 'gin'" in capsys.readouterr().err
+    assert main(["train", "--dataset", "csbm", "--method", "gcn",
+                 "--layers", "300"]) == 2
+    assert "num_layers=300 is out of range" in capsys.readouterr().err
+    assert main(["sweep", str(tmp_path / "missing.yaml")]) == 2
+    assert "no such config file" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "none.jsonl")]) == 2
+    assert "no such results file" in capsys.readouterr().err
+
+
+def test_datasets_lists_availability(capsys):
+    root = shared_dataset_root()
+    assert main(["datasets", "--root", str(root)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    status = {line.split()[0]: line.split()[1] for line in lines[1:]}
+    assert status["cora"] == "yes"
+    assert status["pubmed"] == "no"
+    assert status["csbm"] == "yes"

@@ -14,7 +14,9 @@ EPILOG = "Datasets: set GNN_CENTER_DATA or --root to a folder in PyG's layout."
 
 
 def _train(args) -> int:
-    from gnn_center.train import TrainOptions, run
+    import dataclasses
+
+    from gnn_center.sweep import run_cell
 
     if args.config:
         config = load_config(args.config)
@@ -40,13 +42,19 @@ def _train(args) -> int:
     method = pick(args.method, config and config.methods, "method")
     layers = pick(args.layers, config and config.depths, "layers")
     seed = pick(args.seed, config and config.seeds, "seed", default=0)
-    # Validate the flags through the same schema as a config file.
-    raw = dict(datasets=[dataset], methods=[method], depths=[layers],
-               seeds=[seed])
+    # One cell, validated through the same schema as a config file, with
+    # the flags overriding the config's merged options.
+    base = method
+    raw = dict(datasets=[dataset], depths=[layers], seeds=[seed])
     if config is not None:
+        if method not in config.methods and method not in config.variants:
+            raise ConfigError(f"{raw_source}: method {method!r} is not in "
+                              f"the config's methods or variants")
+        base = config.base_method(method)
         data, model, train = config.options_for(dataset.lower(), method,
                                                 seed)
         raw.update(data=data, model=model, train=train, root=config.root)
+    raw["methods"] = [base]
     flags_model = dict(hidden_channels=args.hidden, dropout=args.dropout)
     flags_train = dict(lr=args.lr, weight_decay=args.weight_decay,
                        max_epochs=args.epochs, patience=args.patience,
@@ -57,17 +65,14 @@ def _train(args) -> int:
     if args.root is not None:
         raw["root"] = args.root
     checked = config_from_dict(raw, source=raw_source)
-    data, model, train = checked.options_for(checked.datasets[0], method,
-                                             seed)
-
-    record = run(checked.datasets[0], method, layers, seed,
-                 root=checked.root, data_options=data, model_options=model,
-                 train_options=TrainOptions(**train),
-                 record_layer_metrics=not args.no_metrics,
-                 progress=not args.quiet)
+    cell = dataclasses.replace(next(checked.cells()), method=method)
+    record = run_cell(cell, checked.root,
+                      layer_metrics=not args.no_metrics,
+                      progress=not args.quiet)
     status = record["status"]
-    print(f"{record['dataset']} ({record['split']}) {method} "
-          f"L={layers} seed={seed}: {status}")
+    split = f" ({record['split']})" if "split" in record else ""
+    print(f"{record['dataset']}{split} {method} L={layers} seed={seed}: "
+          f"{status}")
     if record.get("error"):
         print(f"  {record['error']}")
     if record.get("best_epoch") is not None:
@@ -75,9 +80,11 @@ def _train(args) -> int:
               f"{record['epochs_run']}: train {100 * record['train_acc']:.1f}"
               f"  val {100 * record['val_acc']:.1f}"
               f"  test {100 * record['test_acc']:.1f}")
-    print(f"  {1000 * record['time_per_epoch_s']:.1f} ms/epoch, peak memory "
-          f"{record['peak_memory_mb']:.0f} MB ({record['peak_memory_kind']})")
-    if args.out:
+    if "time_per_epoch_s" in record:
+        print(f"  {1000 * record['time_per_epoch_s']:.1f} ms/epoch, peak "
+              f"memory {record['peak_memory_mb']:.0f} MB "
+              f"({record['peak_memory_kind']})")
+    if args.out and status != "error":
         from gnn_center.sweep import append_record
         append_record(args.out, record)
         print(f"  record appended to {args.out}")

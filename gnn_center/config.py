@@ -19,11 +19,15 @@ validated on load.
       chameleon: {data: {split_index: seed}}
     method_options:              # per method: model/train overrides
       gcnii: {model: {dropout: 0.6}, train: {conv_weight_decay: 0.01}}
+    variants:                    # named methods: a method plus overrides
+      spectral-rescale: {method: centered-spectral, model: {rescale: true}}
 
 Defaults live where the options are defined (:class:`ModelOptions`,
 :class:`TrainOptions`, :data:`DATA_OPTIONS`); later sections override
 earlier ones: ``data``/``model``/``train`` < ``dataset_options`` <
-``method_options``. ``split_index: seed`` uses the run's seed modulo 10,
+``variants`` < ``method_options``. A variant's name can stand in
+``methods`` like a method's; its records carry the variant name as
+``method`` and the method it builds on as ``base_method``. ``split_index: seed`` uses the run's seed modulo 10,
 so that seeds walk through the 10 geom-gcn splits.
 """
 import hashlib
@@ -55,7 +59,7 @@ DATA_OPTIONS: Dict[str, Any] = {
 
 TOP_LEVEL = ("name", "output_dir", "root", "datasets", "methods", "depths",
              "seeds", "layer_metrics", "data", "model", "train",
-             "dataset_options", "method_options")
+             "dataset_options", "method_options", "variants")
 
 
 class ConfigError(ValueError):
@@ -122,12 +126,17 @@ class Cell:
     r"""One run of a sweep: a dataset, method, depth and seed with every
     option resolved."""
     dataset: str
-    method: str
+    method: str  # a method of METHODS or a variant's name
     num_layers: int
     seed: int
     data_options: Dict[str, Any] = field(hash=False)
     model_options: Dict[str, Any] = field(hash=False)
     train_options: Dict[str, Any] = field(hash=False)
+    base_method: str = ""  # the method of METHODS that is built
+
+    def __post_init__(self):
+        if not self.base_method:
+            object.__setattr__(self, "base_method", self.method)
 
     @property
     def key(self) -> str:
@@ -158,13 +167,20 @@ class ExperimentConfig:
         default_factory=dict)
     method_options: Dict[str, Dict[str, Dict[str, Any]]] = field(
         default_factory=dict)
+    variants: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     source: str = "<dict>"
+
+    def base_method(self, method: str) -> str:
+        return self.variants[method]["method"] if method in self.variants \
+            else method
 
     def options_for(self, dataset: str, method: str, seed: int):
         r"""The merged data, model and train options of one run."""
         merged = {s: dict(getattr(self, s)) for s in ("data", "model",
                                                       "train")}
+        variant = self.variants.get(method, {})
         for overrides in (self.dataset_options.get(dataset, {}),
+                          {k: v for k, v in variant.items() if k != "method"},
                           self.method_options.get(method, {})):
             for section, values in overrides.items():
                 merged[section].update(values)
@@ -182,7 +198,7 @@ class ExperimentConfig:
                         data, model, train = self.options_for(
                             dataset, method, seed)
                         yield Cell(dataset, method, depth, seed, data, model,
-                                   train)
+                                   train, self.base_method(method))
 
 
 def _as_list(value, where: str, item_type) -> list:
@@ -237,6 +253,38 @@ def _check_overrides(values, kind: str, names, sections, where: str):
     return out
 
 
+def _check_variants(values, where: str) -> Dict[str, Dict[str, Any]]:
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping from variant names "
+                          f"to {{method: ..., model: ..., train: ...}}")
+    out = {}
+    for name, spec in values.items():
+        at = f"{where}.{name}"
+        if name in METHODS:
+            raise ConfigError(f"{at}: a variant cannot take the name of a "
+                              f"method")
+        if not isinstance(spec, dict) or "method" not in spec:
+            raise ConfigError(f"{at}: expected a mapping with 'method' (one "
+                              f"of {', '.join(METHODS)}) and optional "
+                              f"'model' and 'train'")
+        if spec["method"] not in METHODS:
+            raise ConfigError(f"{at}.method: unknown method "
+                              f"{spec['method']!r}; choose from "
+                              f"{', '.join(METHODS)}")
+        out[name] = {"method": spec["method"]}
+        for section, section_values in spec.items():
+            if section == "method":
+                continue
+            if section not in ("model", "train"):
+                raise ConfigError(f"{at}.{section}: unknown section; valid: "
+                                  f"method, model, train")
+            out[name][section] = _check_section(section_values, section,
+                                                f"{at}.{section}")
+    return out
+
+
 def _valid_dataset(name: str) -> bool:
     return name in DATASETS or name.startswith("ogbn-")
 
@@ -264,11 +312,13 @@ def config_from_dict(raw: Dict[str, Any], source: str = "<dict>",
             raise ConfigError(f"{where(f'datasets[{i}]')}: unknown dataset "
                               f"{name!r}; choose from "
                               f"{', '.join(DATASETS)} or ogbn-*")
+    variants = _check_variants(raw.get("variants"), where("variants"))
     methods = _as_list(raw["methods"], where("methods"), str)
     for i, name in enumerate(methods):
-        if name not in METHODS:
+        if name not in METHODS and name not in variants:
+            known = ", ".join(list(METHODS) + list(variants))
             raise ConfigError(f"{where(f'methods[{i}]')}: unknown method "
-                              f"{name!r}; choose from {', '.join(METHODS)}")
+                              f"{name!r}; choose from {known}")
     depths = _as_list(raw["depths"], where("depths"), int)
     seeds = _as_list(raw.get("seeds", [0]), where("seeds"), int)
 
@@ -293,7 +343,7 @@ def config_from_dict(raw: Dict[str, Any], source: str = "<dict>",
         method_options=_check_overrides(
             raw.get("method_options"), "method", methods,
             ("model", "train"), where("method_options")),
-        source=source)
+        variants=variants, source=source)
 
     # Range checks by the code that owns each option, for every
     # combination the sweep will run.
@@ -302,7 +352,8 @@ def config_from_dict(raw: Dict[str, Any], source: str = "<dict>",
             _, model, train = config.options_for(dataset, method, seeds[0])
             for depth in depths:
                 try:
-                    resolve_options(method, depth, **model)
+                    resolve_options(config.base_method(method), depth,
+                                    **model)
                 except ValueError as err:
                     raise ConfigError(f"{source}: {dataset}/{method}/depth "
                                       f"{depth}: {err}") from None

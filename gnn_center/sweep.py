@@ -97,7 +97,8 @@ def run_cell(cell: Cell, root: Optional[str] = None,
     r"""Runs one cell; an exception becomes a record with
     ``status="error"`` instead of ending the sweep."""
     try:
-        record = run(cell.dataset, cell.method, cell.num_layers, cell.seed,
+        record = run(cell.dataset, cell.base_method, cell.num_layers,
+                     cell.seed,
                      root=root, data_options=cell.data_options,
                      model_options=cell.model_options,
                      train_options=TrainOptions(**cell.train_options),
@@ -108,6 +109,8 @@ def run_cell(cell: Cell, root: Optional[str] = None,
                       num_layers=cell.num_layers, seed=cell.seed,
                       status="error", error=f"{type(err).__name__}: {err}",
                       traceback=traceback.format_exc())
+    record["method"] = cell.method
+    record["base_method"] = cell.base_method
     record["key"] = cell.key
     record["cell"] = asdict(cell)
     return record

@@ -176,3 +176,18 @@ def test_datasets_lists_availability(capsys):
     assert status["cora"] == "yes"
     assert status["pubmed"] == "no"
     assert status["csbm"] == "yes"
+
+
+def test_train_runs_a_variant_from_a_config(tmp_path, capsys):
+    config = write_config(
+        tmp_path, methods=["spec-rs"],
+        variants={"spec-rs": {"method": "centered-spectral",
+                              "model": {"rescale": True}}})
+    out = tmp_path / "one.jsonl"
+    assert main(["train", "--config", str(config), "--layers", "2",
+                 "--seed", "0", "--quiet", "--out", str(out)]) == 0
+    record = read_lines(out)[0]
+    assert record["method"] == "spec-rs"
+    assert record["base_method"] == "centered-spectral"
+    assert record["model_options"]["rescale"] is True
+    assert "spec-rs" in capsys.readouterr().out

@@ -95,3 +95,34 @@ def test_empty_and_missing_files(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="expected a mapping"):
         config_from_dict([1, 2], source="x.yaml")
+
+
+def test_variants_are_named_methods(tmp_path):
+    path = write(tmp_path, yaml.safe_dump(dict(
+        BASE, methods=["gcn", "spec-rs"], model={"dropout": 0.3},
+        variants={"spec-rs": {"method": "centered-spectral",
+                              "model": {"rescale": True, "dropout": 0.2}}},
+        method_options={"spec-rs": {"model": {"dropout": 0.1}}})))
+    config = load_config(path)
+    cells = {(c.method, c.num_layers): c for c in config.cells()}
+    variant = cells["spec-rs", 2]
+    assert variant.base_method == "centered-spectral"
+    assert variant.model_options == {"dropout": 0.1, "rescale": True}
+    assert cells["gcn", 2].base_method == "gcn"
+
+
+@pytest.mark.parametrize("variants,message", [
+    ({"gcn": {"method": "gcn"}}, "cannot take the name of a method"),
+    ({"v": {"model": {}}}, "expected a mapping with 'method'"),
+    ({"v": {"method": "gin"}}, "v.method: unknown method 'gin'"),
+    ({"v": {"method": "gcn", "data": {}}}, "v.data: unknown section"),
+    ({"v": {"method": "gcn", "model": {"rescale": 3}}},
+     "v.model.rescale: expected bool"),
+    ({"v": {"method": "gcn", "model": {"center": "mean"}}},
+     "only applies to the centered"),
+])
+def test_variant_errors(tmp_path, variants, message):
+    path = write(tmp_path, yaml.safe_dump(dict(
+        BASE, methods=list(variants), variants=variants)))
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)

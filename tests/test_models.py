@@ -231,3 +231,34 @@ def test_sparse_features_give_the_dense_result(data):
     emb = torch.stack([model._embed(x.to_sparse_csr()) for _ in range(400)])
     expected = model.lin_in(x)
     assert (emb.mean(0) - expected).abs().mean() < 0.05 * expected.abs().mean()
+
+
+def test_center_components_equals_explicit_component_batch(data):
+    x, edge_index, _ = data
+    keep = (edge_index < 15).all(0) | (edge_index >= 15).all(0)
+    edge_index = edge_index[:, keep]  # two components, no batch given
+    model = model_for("centered-spectral", 3, center_components=True).eval()
+    explicit = model_for("centered-spectral", 3).eval()
+    batch = (torch.arange(N) >= 15).long()
+    torch.testing.assert_close(model(x, edge_index),
+                               explicit(x, edge_index, batch=batch))
+    labels, count = model.component_labels(N, edge_index)
+    assert count == 2 and torch.equal(labels, batch)
+    with pytest.raises(ValueError, match="center_components only applies"):
+        model_for("gcn", 2, center_components=True)
+
+
+@pytest.mark.parametrize("method", ["centered", "gcnii", "gat"])
+def test_init_options(method):
+    eye = torch.eye(16)
+    model = model_for(method, 3, init="orthogonal")
+    for conv in model.convs:
+        w = model._hidden_weight(conv)
+        torch.testing.assert_close(w @ w.t(), eye, atol=1e-5, rtol=0)
+    model = model_for(method, 3, init="identity")
+    for conv in model.convs:
+        w = model._hidden_weight(conv)
+        assert (w - eye).abs().max() < 0.2
+        assert not torch.equal(w, eye)
+    with pytest.raises(ValueError, match="Unknown init='zeros'"):
+        model_for(method, 3, init="zeros")

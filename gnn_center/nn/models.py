@@ -102,6 +102,7 @@ RESIDUALS = ("none", "residual", "initial")
 JK_MODES = ("last", "cat", "max")
 PAIRNORM_MODES = ("PN", "PN-SI")
 DROPOUT_PLACEMENTS = ("every", "io")
+INITS = ("glorot", "orthogonal", "identity")
 
 
 @dataclass
@@ -137,6 +138,13 @@ class ModelOptions:
     jk: Optional[str] = None
     #: Recompute layer activations in the backward pass to save memory.
     checkpoint: bool = False
+    #: Center each connected component on its own (the graph operator has
+    #: one unit eigenvalue per component); labels are computed from the
+    #: graph and combined with any batch vector.
+    center_components: bool = False
+    #: Initialisation of the hidden-to-hidden weight of each layer:
+    #: PyG's default (glorot), orthogonal, or identity plus small noise.
+    init: str = "glorot"
 
 
 def _choice(name: str, value, choices) -> None:
@@ -184,6 +192,10 @@ def resolve_options(method: str, num_layers: int,
     _choice("residual", opts.residual, RESIDUALS)
     _choice("pairnorm_mode", opts.pairnorm_mode, PAIRNORM_MODES)
     _choice("dropout_placement", opts.dropout_placement, DROPOUT_PLACEMENTS)
+    _choice("init", opts.init, INITS)
+    if opts.center_components and conv not in ("centered", "centered-gat"):
+        raise ValueError(f"center_components only applies to the centered "
+                         f"methods, not to method {method!r}")
     if opts.jk is not None:
         _choice("jk", opts.jk, JK_MODES)
     if not 0.0 <= opts.dropout < 1.0:
@@ -257,6 +269,7 @@ class DeepGNN(torch.nn.Module):
             if opts.jk == "cat":
                 jk_channels = hidden * num_layers
         self.lin_out = torch.nn.Linear(jk_channels, out_channels)
+        self._components = None
         self.reset_parameters()
 
     def _make_conv(self, layer: int) -> torch.nn.Module:
@@ -298,6 +311,23 @@ class DeepGNN(torch.nn.Module):
         if self.jk is not None:
             self.jk.reset_parameters()
         self.lin_out.reset_parameters()
+        if self.options.init != "glorot":
+            with torch.no_grad():
+                for conv in self.convs:
+                    self._init_weight(self._hidden_weight(conv))
+
+    @staticmethod
+    def _hidden_weight(conv: torch.nn.Module) -> Tensor:
+        # GCN2Conv keeps its square weight as weight1; the others in lin.
+        return conv.weight1 if isinstance(conv, GCN2Conv) else \
+            conv.lin.weight
+
+    def _init_weight(self, weight: Tensor) -> None:
+        if self.options.init == "orthogonal":
+            torch.nn.init.orthogonal_(weight)
+        else:  # identity plus noise of 10% of the glorot scale
+            noise = torch.randn_like(weight) * (0.1 / weight.size(0)**0.5)
+            weight.copy_(torch.eye(*weight.shape) + noise)
 
     @property
     def normalizes_graph(self) -> bool:
@@ -323,6 +353,25 @@ class DeepGNN(torch.nn.Module):
         edge_index, edge_weight = gcn_norm(edge_index, edge_weight, num_nodes,
                                            dtype=dtype)
         return edge_index, edge_weight, u
+
+    def component_labels(self, num_nodes: int, edge_index: Tensor,
+                         batch: OptTensor = None) -> Tuple[Tensor, int]:
+        r"""Connected-component label of each node (components never cross
+        the graphs of a batch), cached for the last graph seen."""
+        key = (edge_index.data_ptr(), tuple(edge_index.shape), num_nodes,
+               None if batch is None else batch.data_ptr())
+        if self._components is None or self._components[0] != key:
+            import numpy as np
+            import scipy.sparse
+            from scipy.sparse.csgraph import connected_components
+            index = edge_index.cpu().numpy()
+            adj = scipy.sparse.coo_matrix(
+                (np.ones(index.shape[1]), (index[0], index[1])),
+                shape=(num_nodes, num_nodes))
+            count, labels = connected_components(adj, directed=False)
+            labels = torch.from_numpy(labels).long().to(edge_index.device)
+            self._components = (key, labels, int(count))
+        return self._components[1], self._components[2]
 
     def _layer(self, index: int, h: Tensor, h0: Tensor, edge_index: Tensor,
                edge_weight: OptTensor, u: OptTensor, batch: OptTensor,
@@ -386,6 +435,9 @@ class DeepGNN(torch.nn.Module):
         if edge_weight is not None and not self.normalizes_graph:
             raise ValueError(f"method {self.method!r} (attention) does not "
                              f"use edge weights; pass edge_weight=None")
+        if self.options.center_components:
+            batch, batch_size = self.component_labels(
+                x.size(0), edge_index, batch)
         if batch is not None and batch_size is None:
             batch_size = int(batch.max()) + 1
         edge_index, edge_weight, u = self.prepare_graph(

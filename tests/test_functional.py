@@ -87,3 +87,26 @@ def test_functional_errors_name_the_argument():
         center(h, mode="spectral", u=torch.ones(3))
     with pytest.raises(ValueError, match="batch has shape"):
         center(h, batch=torch.zeros(5, dtype=torch.long))
+
+
+def test_rms_scale_is_pairnorms_scaling_step():
+    from torch_geometric.nn import PairNorm
+
+    from gnn_center.nn import rms_scale
+    torch.manual_seed(0)
+    x = torch.randn(40, 6, dtype=torch.float64) * 5
+    batch = torch.tensor([0] * 15 + [1] * 25)
+    # PairNorm = centering + this scaling; on centered input they agree.
+    centered = x - x.mean(0)
+    torch.testing.assert_close(rms_scale(centered), PairNorm()(centered))
+    per_graph = x.clone()
+    for g in (0, 1):
+        per_graph[batch == g] -= x[batch == g].mean(0)
+    torch.testing.assert_close(rms_scale(per_graph, batch),
+                               PairNorm()(per_graph, batch))
+    # Mean squared row norm 1 per graph, whatever the input scale.
+    out = rms_scale(x, batch)
+    for g in (0, 1):
+        mean_sq = out[batch == g].pow(2).sum(-1).mean()
+        torch.testing.assert_close(mean_sq, torch.tensor(
+            1.0, dtype=x.dtype), atol=1e-5, rtol=0)

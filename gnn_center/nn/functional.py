@@ -194,15 +194,15 @@ def center(
         if src is None:
             raise ValueError("center(mode='uniform') needs the aggregation's "
                              "input x")
+        # beta scales the per-graph rows before they are broadcast to the
+        # nodes, so the correction costs one pass over h.
         if batch is None:
-            correction = src.mean(dim=0, keepdim=True)
-        else:
-            count = graph_sum(src.new_ones(src.size(0)), batch, batch_size)
-            correction = graph_sum(src, batch, batch_size)
-            correction = correction / _unsqueeze_like(
-                count.clamp(min=1), correction)
-            correction = _per_node(correction, batch)
-        return h - beta * correction
+            return h - beta * src.mean(dim=0, keepdim=True)
+        count = graph_sum(src.new_ones(src.size(0)), batch, batch_size)
+        correction = graph_sum(src, batch, batch_size)
+        correction = correction * _unsqueeze_like(
+            beta / count.clamp(min=1), correction)
+        return h - _per_node(correction, batch)
 
     # mode == "spectral":
     if u is None:
@@ -212,13 +212,21 @@ def center(
         raise ValueError(f"u has shape {tuple(u.shape)} but the features "
                          f"have {h.size(0)} nodes; pass one entry per node")
     src = h if x is None else x
-    u_col = _unsqueeze_like(u.to(src.dtype), src)
-    # Coefficient (uᵀx)/(uᵀu) per graph; a graph with u = 0 has none.
-    norm = graph_sum(u.to(src.dtype).square(), batch, batch_size)
+    u = u.to(src.dtype)
+    if batch is None and h.dim() == 2:
+        # One graph: a matrix-vector product for uᵀx and a fused rank-one
+        # update h - β u (uᵀx)/(uᵀu), two passes over the features.
+        norm = u.dot(u)
+        coeff = (u @ src) * (beta / torch.where(norm > 0, norm,
+                                                 torch.ones_like(norm)))
+        return torch.addr(h, u, coeff, alpha=-1)
+    u_col = _unsqueeze_like(u, src)
+    # Coefficient β (uᵀx)/(uᵀu) per graph; a graph with u = 0 has none.
+    norm = graph_sum(u.square(), batch, batch_size)
     coeff = graph_sum(u_col * src, batch, batch_size)
-    coeff = coeff / _unsqueeze_like(
-        torch.where(norm > 0, norm, torch.ones_like(norm)), coeff)
-    return h - beta * u_col * _per_node(coeff, batch)
+    coeff = coeff * _unsqueeze_like(
+        beta / torch.where(norm > 0, norm, torch.ones_like(norm)), coeff)
+    return h - u_col * _per_node(coeff, batch)
 
 
 def gcn_degree(
@@ -278,9 +286,11 @@ def rms_scale(x: Tensor, batch: OptTensor = None,
     :math:`\lambda_2^k` once the dominant component is removed.
     """
     check_batch(batch, x.size(0))
-    sq = x.pow(2).sum(dim=-1, keepdim=True)
     if batch is None:
-        return x / (eps + sq.mean()).sqrt()
+        # One reduction and one scaling pass.
+        mean_sq = torch.linalg.vector_norm(x).square() / max(x.size(0), 1)
+        return x * (eps + mean_sq).rsqrt()
+    sq = x.pow(2).sum(dim=-1, keepdim=True)
     if batch_size is None:
         batch_size = int(batch.max()) + 1 if batch.numel() > 0 else 0
     count = graph_sum(x.new_ones(x.size(0), 1), batch, batch_size)

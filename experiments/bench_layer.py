@@ -1,0 +1,149 @@
+"""What the centering costs: forward+backward time of CenteredGCNConv against
+PyG's GCNConv on the same graph and weights.
+
+Both layers are cached (the normalised graph, and for spectral centering the
+eigenvector, are computed once). Variants run interleaved, one repeat of each
+in turn, and each variant's time is divided by the plain layer's time of the
+same repeat; the script prints the median of these ratios. Graphs are random
+with a given number of nodes and edges (Cora's size up to ogbn-arxiv's:
+169,343 nodes, 1,166,243 edges). "batched" splits the graph into 64 graphs
+by a batch vector, where per-graph sums use torch-scatter or native torch.
+
+    python experiments/bench_layer.py                 # all sizes, CPU/CUDA
+    python experiments/bench_layer.py --sizes cora --repeats 50
+"""
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+import torch_geometric
+from torch_geometric.nn import GCNConv
+
+from gnn_center.nn import CenteredGCNConv, scatter_backend
+
+SIZES = {
+    "cora": (2_708, 5_278),
+    "pubmed": (19_717, 44_324),
+    "arxiv": (169_343, 1_166_243),
+}
+
+
+def random_graph(num_nodes, num_edges, device, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    edge_index = torch.randint(0, num_nodes, (2, num_edges), generator=gen)
+    edge_index = torch_geometric.utils.to_undirected(edge_index,
+                                                     num_nodes=num_nodes)
+    return edge_index.to(device)
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def step(layer, x, edge_index, grad, batch=None, batch_size=None):
+    kwargs = {} if batch is None else dict(batch=batch,
+                                           batch_size=batch_size)
+    out = layer(x, edge_index, **kwargs)
+    out.backward(grad)
+
+
+def bench(num_nodes, num_edges, hidden, device, repeats, batched):
+    edge_index = random_graph(num_nodes, num_edges, device)
+    x = torch.randn(num_nodes, hidden, device=device)
+    grad = torch.randn(num_nodes, hidden, device=device)
+    batch = batch_size = None
+    if batched:
+        batch_size = 64
+        batch = torch.arange(num_nodes, device=device) * batch_size \
+            // num_nodes
+
+    plain = GCNConv(hidden, hidden, cached=True).to(device)
+    variants = {"plain": (plain, None)}
+    for mode in ("mean", "uniform", "spectral"):
+        layer = CenteredGCNConv(hidden, hidden, cached=True,
+                                center=mode).to(device)
+        layer.load_state_dict(plain.state_dict())
+        if batched:
+            for backend in ("torch", "torch_scatter"):
+                if (backend == "torch_scatter" and
+                        not torch_geometric.typing.WITH_TORCH_SCATTER):
+                    continue
+                variants[f"{mode}/{backend}"] = (layer, backend)
+        else:
+            variants[mode] = (layer, None)
+
+    def run(layer, backend):
+        if backend is None:
+            step(layer, x, edge_index, grad)
+        else:
+            with scatter_backend(backend):
+                step(layer, x, edge_index, grad, batch, batch_size)
+
+    for layer, backend in variants.values():  # warm up and fill caches
+        for _ in range(3):
+            run(layer, backend)
+    times = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, (layer, backend) in variants.items():
+            synchronize(device)
+            tic = time.perf_counter()
+            run(layer, backend)
+            synchronize(device)
+            times[name].append(time.perf_counter() - tic)
+    ratios = {
+        name: statistics.median(t / p for t, p in zip(ts, times["plain"]))
+        for name, ts in times.items() if name != "plain"
+    }
+    return statistics.median(times["plain"]), ratios
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES),
+                        choices=list(SIZES))
+    parser.add_argument("--hidden", nargs="+", type=int, default=[64, 256])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--device", default="auto",
+                        choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args()
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
+                          if args.device == "auto" else args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"{platform.processor() or platform.machine()}, "
+            f"{torch.get_num_threads()} threads")
+    print(f"# bench_layer: {device.type} ({name}), torch {torch.__version__}, "
+          f"PyG {torch_geometric.__version__}, torch-scatter "
+          f"{'yes' if torch_geometric.typing.WITH_TORCH_SCATTER else 'no'}")
+    print("Forward+backward time relative to GCNConv (cached), median of "
+          f"{args.repeats} interleaved repeats; 1.00 = no overhead.\n")
+    for batched in (False, True):
+        print("Per-graph centering of 64 graphs (batch vector):" if batched
+              else "One graph (full batch):")
+        header = None
+        for size in args.sizes:
+            num_nodes, num_edges = SIZES[size]
+            for hidden in args.hidden:
+                plain_s, ratios = bench(num_nodes, num_edges, hidden, device,
+                                        args.repeats, batched)
+                if header is None:
+                    header = list(ratios)
+                    print("\n| graph | hidden | GCNConv ms | " +
+                          " | ".join(header) + " |")
+                    print("|---|---:|---:|" + "---:|" * len(header))
+                print(f"| {size} ({num_nodes:,} nodes) | {hidden} | "
+                      f"{1000 * plain_s:.2f} | " +
+                      " | ".join(f"{ratios[h]:.3f}" for h in header) + " |",
+                      flush=True)
+        print()
+
+
+if __name__ == "__main__":
+    main()

@@ -57,7 +57,7 @@ def measure(spec: dict) -> dict:
     """One configuration, in this process."""
     from gnn_center.data import load_dataset
     from gnn_center.nn import build_model
-    from gnn_center.train import model_input
+    from gnn_center.train import SavedMemory, model_input
 
     device = torch.device(spec["device"])
     if spec.get("dataset"):
@@ -80,17 +80,12 @@ def measure(spec: dict) -> dict:
         loss.backward()
         optimizer.step()
 
-    # Bytes autograd keeps for backward in one step.
-    saved = [0]
-
-    def pack(t):
-        saved[0] += t.numel() * t.element_size()
-        return t
-
+    # Memory autograd keeps for backward in one step.
     model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        optimizer.zero_grad()
-        F.cross_entropy(model(x, edge_index), y).backward()
+    optimizer.zero_grad()
+    with SavedMemory() as saved:
+        loss = F.cross_entropy(model(x, edge_index), y)
+    loss.backward()
 
     base_rss = current_rss_mb()
     if device.type == "cuda":
@@ -114,7 +109,7 @@ def measure(spec: dict) -> dict:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 \
             - base_rss
     return dict(spec, epoch_ms=1000 * statistics.median(times),
-                peak_mb=max(peak, 0.0), saved_mb=saved[0] / 2**20)
+                peak_mb=max(peak, 0.0), saved_mb=saved.total / 2**20)
 
 
 def measure_in_subprocess(spec: dict) -> dict:

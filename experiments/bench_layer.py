@@ -10,7 +10,7 @@ with a given number of nodes and edges (Cora's size up to ogbn-arxiv's:
 by a batch vector, where per-graph sums use torch-scatter or native torch.
 
     python experiments/bench_layer.py                 # all sizes, CPU/CUDA
-    python experiments/bench_layer.py --sizes cora --repeats 50
+    python experiments/bench_layer.py --sizes cora --hidden 64
 """
 import argparse
 import platform
@@ -23,10 +23,12 @@ from torch_geometric.nn import GCNConv
 
 from gnn_center.nn import CenteredGCNConv, scatter_backend
 
+# name: (nodes, undirected edges, default repeats). Small layers take a
+# millisecond and need many repeats for a stable median.
 SIZES = {
-    "cora": (2_708, 5_278),
-    "pubmed": (19_717, 44_324),
-    "arxiv": (169_343, 1_166_243),
+    "cora": (2_708, 5_278, 300),
+    "pubmed": (19_717, 44_324, 60),
+    "arxiv": (169_343, 1_166_243, 8),
 }
 
 
@@ -105,7 +107,9 @@ def main():
     parser.add_argument("--sizes", nargs="+", default=list(SIZES),
                         choices=list(SIZES))
     parser.add_argument("--hidden", nargs="+", type=int, default=[64, 256])
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="repeats per configuration (default: 300 for "
+                        "cora, 60 for pubmed, 8 for arxiv)")
     parser.add_argument("--device", default="auto",
                         choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=None,
@@ -122,17 +126,17 @@ def main():
     print(f"# bench_layer: {device.type} ({name}), torch {torch.__version__}, "
           f"PyG {torch_geometric.__version__}, torch-scatter "
           f"{'yes' if torch_geometric.typing.WITH_TORCH_SCATTER else 'no'}")
-    print("Forward+backward time relative to GCNConv (cached), median of "
-          f"{args.repeats} interleaved repeats; 1.00 = no overhead.\n")
+    print("Forward+backward time relative to GCNConv (cached), median over "
+          "interleaved repeats; 1.00 = no overhead.\n")
     for batched in (False, True):
         print("Per-graph centering of 64 graphs (batch vector):" if batched
               else "One graph (full batch):")
         header = None
         for size in args.sizes:
-            num_nodes, num_edges = SIZES[size]
+            num_nodes, num_edges, repeats = SIZES[size]
             for hidden in args.hidden:
                 plain_s, ratios = bench(num_nodes, num_edges, hidden, device,
-                                        args.repeats, batched)
+                                        args.repeats or repeats, batched)
                 if header is None:
                     header = list(ratios)
                     print("\n| graph | hidden | GCNConv ms | " +

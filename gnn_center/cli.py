@@ -66,8 +66,9 @@ def _train(args) -> int:
         raw["root"] = args.root
     checked = config_from_dict(raw, source=raw_source)
     cell = dataclasses.replace(next(checked.cells()), method=method)
-    record = run_cell(cell, checked.root,
-                      layer_metrics=not args.no_metrics,
+    layer_metrics = not args.no_metrics and (config is None
+                                             or config.layer_metrics)
+    record = run_cell(cell, checked.root, layer_metrics=layer_metrics,
                       progress=not args.quiet)
     status = record["status"]
     split = f" ({record['split']})" if "split" in record else ""
@@ -81,9 +82,13 @@ def _train(args) -> int:
               f"  val {100 * record['val_acc']:.1f}"
               f"  test {100 * record['test_acc']:.1f}")
     if "time_per_epoch_s" in record:
-        print(f"  {1000 * record['time_per_epoch_s']:.1f} ms/epoch, peak "
-              f"memory {record['peak_memory_mb']:.0f} MB "
-              f"({record['peak_memory_kind']})")
+        memory = ""
+        if record.get("activation_memory_mb") is not None:
+            memory = (f", {record['activation_memory_mb']:.0f} MB saved "
+                      f"for backward")
+        if record.get("peak_memory_mb") is not None:
+            memory += f", CUDA peak {record['peak_memory_mb']:.0f} MB"
+        print(f"  {1000 * record['time_per_epoch_s']:.1f} ms/epoch{memory}")
     if args.out and status != "error":
         from gnn_center.sweep import append_record
         append_record(args.out, record)
@@ -108,7 +113,8 @@ def _sweep(args) -> int:
     print(summary)
     if not args.no_report and summary.skipped + summary.finished:
         from gnn_center.report import write_report
-        report = write_report([summary.results_path])
+        report = write_report([summary.results_path],
+                              keys={cell.key for cell in config.cells()})
         print()
         print(report["markdown"])
         print("wrote " + ", ".join(str(p) for p in report["paths"]))
@@ -132,13 +138,13 @@ def _datasets(args) -> int:
 
     print(f"dataset root: {resolve_root(args.root)}")
     width = max(map(len, DATASETS))
-    for name, available, where in dataset_status(args.root):
+    status = dataset_status(args.root)
+    for name, available, where in status:
         mark = "yes" if available else "no "
         print(f"  {name:<{width}}  {mark}  {where}")
     if args.json:
         print(json.dumps({name: dict(available=available, where=where)
-                          for name, available, where
-                          in dataset_status(args.root)}))
+                          for name, available, where in status}))
     return 0
 
 

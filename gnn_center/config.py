@@ -25,12 +25,14 @@ validated on load.
 Defaults live where the options are defined (:class:`ModelOptions`,
 :class:`TrainOptions`, :data:`DATA_OPTIONS`); later sections override
 earlier ones: ``data``/``model``/``train`` < ``dataset_options`` <
-``variants`` < ``method_options``. A variant's name can stand in
+``method_options`` of the method a variant builds on < ``variants`` <
+``method_options`` of the name itself. A variant's name can stand in
 ``methods`` like a method's; its records carry the variant name as
 ``method`` and the method it builds on as ``base_method``. ``split_index: seed`` uses the run's seed modulo 10,
 so that seeds walk through the 10 geom-gcn splits.
 """
 import hashlib
+import math
 import json
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -108,13 +110,16 @@ def _coerce(value, tp, where: str):
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None and math.isfinite(number):
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -179,9 +184,13 @@ class ExperimentConfig:
         merged = {s: dict(getattr(self, s)) for s in ("data", "model",
                                                       "train")}
         variant = self.variants.get(method, {})
-        for overrides in (self.dataset_options.get(dataset, {}),
-                          {k: v for k, v in variant.items() if k != "method"},
-                          self.method_options.get(method, {})):
+        base = self.base_method(method)
+        layers = [self.dataset_options.get(dataset, {})]
+        if base != method:  # a variant inherits its method's options
+            layers += [self.method_options.get(base, {}),
+                       {k: v for k, v in variant.items() if k != "method"}]
+        layers.append(self.method_options.get(method, {}))
+        for overrides in layers:
             for section, values in overrides.items():
                 merged[section].update(values)
         if merged["data"].get("split_index") == "seed":
@@ -341,7 +350,10 @@ def config_from_dict(raw: Dict[str, Any], source: str = "<dict>",
             "dataset", datasets, ("data", "model", "train"),
             where("dataset_options")),
         method_options=_check_overrides(
-            raw.get("method_options"), "method", methods,
+            raw.get("method_options"), "method",
+            list(dict.fromkeys(methods + [variants[m]["method"]
+                                          for m in methods
+                                          if m in variants])),
             ("model", "train"), where("method_options")),
         variants=variants, source=source)
 

@@ -106,7 +106,8 @@ def layer_metrics(hidden: Sequence[Tensor], edge_index: Tensor,
     r"""Each measure for each hidden state (index 0: the input embedding,
     index l: the output of layer l). Returns lists keyed
     ``dirichlet_energy``, ``relative_energy``, ``mad``, ``rank``,
-    ``effective_rank``, ``norm`` (Frobenius norm per node)."""
+    ``effective_rank``, ``norm`` (root-mean-square row norm,
+    :math:`\lVert\mathbf{H}\rVert_F / \sqrt{N}`)."""
     out: Dict[str, List[float]] = {
         "dirichlet_energy": [],
         "relative_energy": [],

@@ -13,7 +13,8 @@ r"""Tables and plots from sweep results.
   deepest available at most ``energy_depth``), mean over seeds.
 
 The test accuracy of a diverged run is that of its best validation epoch
-before the loss became NaN, so it stays in the mean.
+before the loss became NaN, so it stays in the mean. Each run key counts
+once; ``gnn-center sweep`` reports only the cells of its config.
 """
 import csv
 import math
@@ -21,7 +22,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Set
 
 from gnn_center.sweep import read_records
 
@@ -47,16 +48,33 @@ def _mean_std(values: Sequence[float]):
     return mean, math.sqrt(var)
 
 
+def unique_runs(records: Iterable[dict],
+                keys: Optional[Set[str]] = None) -> List[dict]:
+    r"""Finished runs, each run key once (the last record wins), and only
+    the given keys when ``keys`` is set (e.g. the cells of the current
+    config, when the file also holds runs of earlier settings)."""
+    runs: Dict[object, dict] = {}
+    for i, r in enumerate(records):
+        if r.get("status") not in ("ok", "diverged"):
+            continue
+        key = r.get("key", i)
+        if keys is not None and key not in keys:
+            continue
+        runs[key] = r
+    return list(runs.values())
+
+
 def summarize(records: Iterable[dict]) -> List[CellSummary]:
     r"""Mean and sample standard deviation of the test accuracy (in %)
     per (dataset, method, depth), in first-seen order of datasets and
-    methods and increasing depth."""
+    methods and increasing depth. ``runs`` counts the runs with an
+    accuracy (a run that diverged before its first epoch has none) and
+    ``diverged`` those that diverged. Pass records through
+    :func:`unique_runs` first."""
     groups: Dict[tuple, list] = defaultdict(list)
     order_d: Dict[str, int] = {}
     order_m: Dict[str, int] = {}
     for r in records:
-        if r.get("status") not in ("ok", "diverged"):
-            continue
         order_d.setdefault(r["dataset"], len(order_d))
         order_m.setdefault(r["method"], len(order_m))
         groups[(r["dataset"], r["method"], r["num_layers"])].append(r)
@@ -65,7 +83,7 @@ def summarize(records: Iterable[dict]) -> List[CellSummary]:
         accs = [100 * r["test_acc"] for r in runs
                 if r.get("test_acc") is not None]
         mean, std = _mean_std(accs)
-        rows.append(CellSummary(dataset, method, depth, len(runs), mean, std,
+        rows.append(CellSummary(dataset, method, depth, len(accs), mean, std,
                                 sum(r["status"] == "diverged"
                                     for r in runs)))
     rows.sort(key=lambda c: (order_d[c.dataset], order_m[c.method],
@@ -86,7 +104,7 @@ def markdown_tables(rows: List[CellSummary]) -> str:
             means = [cell[m, depth].mean for m in methods
                      if (m, depth) in cell and cell[m, depth].mean is not None]
             best[depth] = max(means) if means else None
-        runs = sorted({r.runs for r in sub})
+        runs = sorted({r.runs for r in sub if r.runs})
         seeds = "/".join(map(str, runs))
         lines = [f"### {dataset}", "",
                  f"Test accuracy (%), mean ± std over {seeds} seed(s); "
@@ -97,12 +115,15 @@ def markdown_tables(rows: List[CellSummary]) -> str:
             entries = []
             for depth in depths:
                 c = cell.get((method, depth))
-                if c is None or c.mean is None:
+                if c is None:
                     entries.append("–")
                     continue
-                text = f"{c.mean:.1f} ± {c.std:.1f}"
-                if best[depth] is not None and c.mean == best[depth]:
-                    text = f"**{text}**"
+                if c.mean is None:
+                    text = "–"
+                else:
+                    text = f"{c.mean:.1f} ± {c.std:.1f}"
+                    if best[depth] is not None and c.mean == best[depth]:
+                        text = f"**{text}**"
                 if c.diverged:
                     text += f" †{c.diverged}"
                 entries.append(text)
@@ -190,16 +211,18 @@ def plot_energy(records: List[dict], dataset: str, depth: int,
 
 def write_report(results: Sequence[os.PathLike],
                  out_dir: Optional[os.PathLike] = None,
-                 energy_depth: int = 64) -> Dict[str, object]:
+                 energy_depth: int = 64,
+                 keys: Optional[Set[str]] = None) -> Dict[str, object]:
     r"""Writes the table, CSV and plots for the given results files into
-    ``out_dir`` (default: the folder of the first file). Returns the
+    ``out_dir`` (default: the folder of the first file), from each run key
+    once and, if ``keys`` is given, only from those runs. Returns the
     Markdown text and the paths written."""
     paths = [Path(p) for p in results]
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"{p}: no such results file; run "
                                     f"'gnn-center sweep CONFIG' first")
-    records = [r for p in paths for r in read_records(p)]
+    records = unique_runs([r for p in paths for r in read_records(p)], keys)
     rows = summarize(records)
     if not rows:
         raise ValueError(f"{', '.join(map(str, paths))}: no finished runs "

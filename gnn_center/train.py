@@ -12,10 +12,10 @@ dataset, builds a :class:`~gnn_center.nn.DeepGNN`, fits it and returns a
 JSON-serialisable record with the per-layer oversmoothing measures of the
 selected model.
 """
+import contextlib
 import copy
 import math
 import platform
-import resource
 import sys
 import time
 import warnings
@@ -50,16 +50,15 @@ class TrainOptions:
     device: str = "auto"
 
     def __post_init__(self):
-        if self.device not in DEVICES:
-            raise ValueError(f"Unknown device={self.device!r}; choose one of "
-                             f"{', '.join(DEVICES)}")
+        _check_device(self.device)
         for name in ("lr", "max_epochs", "patience"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be "
-                                 f"positive")
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}={value} must be positive")
         for name in ("weight_decay", "conv_weight_decay"):
             value = getattr(self, name)
-            if value is not None and value < 0:
+            if value is not None and not (math.isfinite(value)
+                                          and value >= 0):
                 raise ValueError(f"{name}={value} must not be negative")
 
 
@@ -75,8 +74,13 @@ class FitResult:
     val_loss: Optional[float]
     time_per_epoch_s: float
     total_time_s: float
-    peak_memory_mb: float
-    peak_memory_kind: str
+    #: Memory autograd keeps for the backward pass of one training step
+    #: (what grows with depth and what checkpointing saves), any device.
+    activation_memory_mb: Optional[float]
+    #: The CUDA allocator's peak during training; None on the CPU, where
+    #: no per-run figure exists inside a long-lived process (see
+    #: experiments/bench_depth.py for peak memory measured per process).
+    peak_memory_mb: Optional[float]
     device: str
     best_state: Optional[Dict[str, torch.Tensor]] = field(default=None,
                                                           repr=False)
@@ -87,10 +91,14 @@ class FitResult:
         return out
 
 
-def resolve_device(device: str = "auto") -> torch.device:
+def _check_device(device: str) -> None:
     if device not in DEVICES:
         raise ValueError(f"Unknown device={device!r}; choose one of "
                          f"{', '.join(DEVICES)}")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    _check_device(device)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -114,26 +122,60 @@ def model_input(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _optimizer(model: torch.nn.Module,
                options: TrainOptions) -> torch.optim.Optimizer:
+    r"""Adam with weight decay on the weights; the message-passing layers
+    may have their own decay, and a learned centering strength (a
+    parameter named ``beta``) has none, so that it does not drift to 0."""
     convs = getattr(model, "convs", None)
-    if options.conv_weight_decay is None or convs is None:
-        return torch.optim.Adam(model.parameters(), lr=options.lr,
-                                weight_decay=options.weight_decay)
-    conv_ids = {id(p) for p in convs.parameters()}
+    conv_ids = set() if options.conv_weight_decay is None or convs is None \
+        else {id(p) for p in convs.parameters()}
+    groups = {"beta": [], "conv": [], "other": []}
+    for name, param in model.named_parameters():
+        if name.split(".")[-1] == "beta":
+            groups["beta"].append(param)
+        elif id(param) in conv_ids:
+            groups["conv"].append(param)
+        else:
+            groups["other"].append(param)
+    decay = dict(beta=0.0, conv=options.conv_weight_decay,
+                 other=options.weight_decay)
     return torch.optim.Adam([
-        dict(params=[p for p in model.parameters() if id(p) in conv_ids],
-             weight_decay=options.conv_weight_decay),
-        dict(params=[p for p in model.parameters() if id(p) not in conv_ids],
-             weight_decay=options.weight_decay),
+        dict(params=params, weight_decay=decay[key])
+        for key, params in groups.items() if params
     ], lr=options.lr)
 
 
-def _peak_memory_mb(device: torch.device):
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20, \
-            "cuda_max_allocated"
-    # Linux reports ru_maxrss in KiB: the whole process's peak so far.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, \
-        "process_peak_rss"
+class SavedMemory:
+    r"""Counts the memory autograd keeps for backward while active: the
+    storages of the saved tensors, each once (layers share the graph and
+    save views of the same features)."""
+
+    def __init__(self):
+        self.total = 0
+        self._seen = set()
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(
+            self._pack, lambda t: t)
+
+    def _pack(self, tensor):
+        if tensor.layout == torch.sparse_csr:
+            parts = (tensor.crow_indices(), tensor.col_indices(),
+                     tensor.values())
+        elif tensor.layout == torch.sparse_coo:
+            parts = (tensor._indices(), tensor._values())
+        else:
+            parts = (tensor, )
+        for part in parts:
+            storage = part.untyped_storage()
+            if storage.data_ptr() not in self._seen:
+                self._seen.add(storage.data_ptr())
+                self.total += storage.nbytes()
+        return tensor
+
+    def __enter__(self):
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._hooks.__exit__(*exc)
 
 
 def fit(model: torch.nn.Module, task: NodeTask,
@@ -141,7 +183,9 @@ def fit(model: torch.nn.Module, task: NodeTask,
         desc: Optional[str] = None) -> FitResult:
     r"""Trains ``model`` on ``task`` full-batch and returns the metrics at
     the best validation epoch; ``result.best_state`` holds its weights.
-    Seeding is the caller's job (see :func:`run`)."""
+    The model is called as ``model(x, edge_index, edge_weight)`` and returns
+    logits (``edge_weight`` is the data's, usually None). Seeding is the
+    caller's job (see :func:`run`)."""
     options = options or TrainOptions()
     device = resolve_device(options.device)
     data = task.data.to(device)
@@ -158,6 +202,7 @@ def fit(model: torch.nn.Module, task: NodeTask,
                                                test_acc=None, val_loss=None)
     status, error = "ok", None
     train_time, epochs_run, bad_epochs = 0.0, 0, 0
+    saved = SavedMemory()
     start = time.perf_counter()
 
     # Epoch bars only on a terminal (disable=None): in logs they would
@@ -169,13 +214,14 @@ def fit(model: torch.nn.Module, task: NodeTask,
         tic = time.perf_counter()
         model.train()
         optimizer.zero_grad()
-        out = model(x, data.edge_index, edge_weight)
-        loss = F.cross_entropy(out[data.train_mask], data.y[data.train_mask])
+        # Count what the forward pass saves for backward (checkpointed
+        # blocks save their inputs only), once.
+        with saved if epoch == 0 else contextlib.nullcontext():
+            out = model(x, data.edge_index, edge_weight)
+            loss = F.cross_entropy(out[data.train_mask],
+                                   data.y[data.train_mask])
         if not torch.isfinite(loss):
-            status = "diverged"
-            error = (f"training loss became {loss.item()} at epoch {epoch}; "
-                     f"the metrics are those of the best epoch before it. "
-                     f"Try a lower learning rate or a normalisation.")
+            status, error = "diverged", _diverged("training", loss, epoch)
             break
         loss.backward()
         optimizer.step()
@@ -188,8 +234,14 @@ def fit(model: torch.nn.Module, task: NodeTask,
         with torch.no_grad():
             out = model(x, data.edge_index, edge_weight)
             val_loss = F.cross_entropy(out[data.val_mask],
-                                       data.y[data.val_mask]).item()
-            val_acc = task.evaluate(out, data.val_mask)
+                                       data.y[data.val_mask])
+        if not torch.isfinite(val_loss):
+            # The step made the weights non-finite: never select them.
+            status, error = "diverged", _diverged("validation", val_loss,
+                                                  epoch)
+            break
+        val_loss = val_loss.item()
+        val_acc = task.evaluate(out, data.val_mask)
         improved = val_acc > best["val_acc"] or (
             val_acc == best["val_acc"] and val_loss < best["val_loss"])
         if improved:
@@ -209,13 +261,21 @@ def fit(model: torch.nn.Module, task: NodeTask,
             break
     bar.close()
 
-    peak, kind = _peak_memory_mb(device)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 \
+        if device.type == "cuda" else None
     return FitResult(status=status, error=error, best_epoch=best["epoch"],
                      epochs_run=epochs_run, time_per_epoch_s=train_time /
                      max(epochs_run, 1),
                      total_time_s=time.perf_counter() - start,
-                     peak_memory_mb=peak, peak_memory_kind=kind,
-                     device=str(device), best_state=best_state, **metrics)
+                     activation_memory_mb=saved.total / 2**20 or None,
+                     peak_memory_mb=peak, device=str(device),
+                     best_state=best_state, **metrics)
+
+
+def _diverged(which: str, loss: torch.Tensor, epoch: int) -> str:
+    return (f"{which} loss became {loss.item()} at epoch {epoch}; the "
+            f"metrics are those of the best epoch before it. Try a lower "
+            f"learning rate or a normalisation.")
 
 
 def environment() -> Dict[str, str]:

@@ -68,6 +68,7 @@ def test_defaults_and_merging(tmp_path):
     ({"dataset_options": {"csbm": {"model": {"norm": "layer"}}}},
      "Unknown norm='layer'"),
     ({"layer_metrics": "yes"}, "layer_metrics: expected bool"),
+    ({"train": {"lr": "nan"}}, "train.lr: expected float"),
 ])
 def test_errors_name_the_file_and_key(tmp_path, change, message):
     path = write(tmp_path, yaml.safe_dump(dict(BASE, **change)))
@@ -102,12 +103,16 @@ def test_variants_are_named_methods(tmp_path):
         BASE, methods=["gcn", "spec-rs"], model={"dropout": 0.3},
         variants={"spec-rs": {"method": "centered-spectral",
                               "model": {"rescale": True, "dropout": 0.2}}},
-        method_options={"spec-rs": {"model": {"dropout": 0.1}}})))
+        method_options={"spec-rs": {"model": {"dropout": 0.1}},
+                        "centered-spectral": {"model": {"beta": 0.5,
+                                                        "rescale": False}}})))
     config = load_config(path)
     cells = {(c.method, c.num_layers): c for c in config.cells()}
     variant = cells["spec-rs", 2]
     assert variant.base_method == "centered-spectral"
-    assert variant.model_options == {"dropout": 0.1, "rescale": True}
+    # The method's own options reach the variant, which overrides them.
+    assert variant.model_options == {"dropout": 0.1, "rescale": True,
+                                     "beta": 0.5}
     assert cells["gcn", 2].base_method == "gcn"
 
 

@@ -110,3 +110,12 @@ def test_rms_scale_is_pairnorms_scaling_step():
         mean_sq = out[batch == g].pow(2).sum(-1).mean()
         torch.testing.assert_close(mean_sq, torch.tensor(
             1.0, dtype=x.dtype), atol=1e-5, rtol=0)
+
+
+def test_rms_scale_treats_multi_dim_features_like_flat_rows():
+    from gnn_center.nn import rms_scale
+    x = torch.randn(12, 3, 4, dtype=torch.float64)
+    batch = torch.zeros(12, dtype=torch.long)
+    flat = rms_scale(x.flatten(1)).view_as(x)
+    torch.testing.assert_close(rms_scale(x), flat)
+    torch.testing.assert_close(rms_scale(x, batch), flat)

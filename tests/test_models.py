@@ -45,10 +45,11 @@ def test_forward_backward_reaches_first_layer(data, method, num_layers,
     out = model(x.double(), edge_index)
     assert out.shape == (N, C)
     F.cross_entropy(out, y).backward()
-    first = model.convs[0]
-    grads = [p.grad for p in first.parameters() if p.requires_grad]
-    grads.append(model.lin_in.weight.grad)
-    norm = torch.stack([g.norm() for g in grads if g is not None]).norm()
+    # The first message-passing layer itself, not lin_in (which residual
+    # methods reach through their skip connections).
+    grads = [p.grad for p in model.convs[0].parameters()]
+    assert all(g is not None for g in grads)
+    norm = torch.stack([g.norm() for g in grads]).norm()
     with capsys.disabled():
         print(f"\n  {method:>18} L={num_layers:<3} |grad first layer| = "
               f"{norm.item():.3e}", end="")
@@ -265,3 +266,41 @@ def test_init_options(method):
         assert not torch.equal(w, eye)
     with pytest.raises(ValueError, match="Unknown init='zeros'"):
         model_for(method, 3, init="zeros")
+
+
+def test_checkpoint_with_batchnorm_is_rejected():
+    with pytest.raises(ValueError, match="checkpoint=True cannot be combined"):
+        model_for("batchnorm", 4, checkpoint=True)
+
+
+def test_component_labels_follow_the_graph(data):
+    x, edge_index, _ = data
+    model = model_for("centered", 2, center_components=True)
+    labels, count = model.component_labels(N, edge_index)
+    assert count == 1
+    split = edge_index.clone()
+    keep = (split < 15).all(0) | (split >= 15).all(0)
+    split = split[:, keep]
+    assert model.component_labels(N, split)[1] == 2
+    # Edited in place: the cached labels must not be reused.
+    edge_index = edge_index.clone()
+    assert model.component_labels(N, edge_index)[1] == 1
+    edge_index[:, ~((edge_index < 15).all(0) | (edge_index >= 15).all(0))] = 0
+    assert model.component_labels(N, edge_index)[1] > 1
+
+
+def test_dropedge_keeps_edge_weights_with_their_edges(data):
+    _, edge_index, _ = data
+    lo = torch.minimum(edge_index[0], edge_index[1])
+    hi = torch.maximum(edge_index[0], edge_index[1])
+    weight = (lo * 100 + hi).float()  # symmetric, unique per pair
+    loop = torch.tensor([[3], [3]])
+    model = model_for("dropedge", 2, dropedge=0.5)
+    torch.manual_seed(0)
+    kept, kept_weight = model.drop_edges(
+        torch.cat([edge_index, loop], 1), torch.cat([weight, weight[:1]]))
+    assert 0 < kept.size(1) < edge_index.size(1)
+    assert not (kept[0] == kept[1]).any()  # the self-loop is not doubled
+    expected = (torch.minimum(kept[0], kept[1]) * 100 +
+                torch.maximum(kept[0], kept[1])).float()
+    torch.testing.assert_close(kept_weight, expected)

@@ -31,7 +31,8 @@ def test_record_fields():
     for key in ("dataset", "split", "method", "num_layers", "seed",
                 "model_options", "train_options", "data_options",
                 "best_epoch", "epochs_run", "train_acc", "val_acc",
-                "test_acc", "time_per_epoch_s", "peak_memory_mb",
+                "test_acc", "time_per_epoch_s", "activation_memory_mb",
+                "peak_memory_mb",
                 "status", "layer_metrics", "environment"):
         assert key in record, key
     assert record["model_options"]["hidden_channels"] == 8
@@ -40,6 +41,7 @@ def test_record_fields():
     assert len(record["layer_metrics"]["dirichlet_energy"]) == 4
     assert 0.0 <= record["test_acc"] <= 1.0
     assert record["time_per_epoch_s"] > 0
+    assert record["activation_memory_mb"] > 0
 
 
 def test_early_stopping_and_model_selection():
@@ -107,6 +109,8 @@ def test_device_errors():
     assert resolve_device("cpu").type == "cpu"
     with pytest.raises(ValueError, match="patience=0 must be positive"):
         TrainOptions(patience=0)
+    with pytest.raises(ValueError, match="lr=nan must be positive"):
+        TrainOptions(lr=float("nan"))
 
 
 def test_trains_cora_to_a_sensible_accuracy():
@@ -116,3 +120,51 @@ def test_trains_cora_to_a_sensible_accuracy():
                  record_layer_metrics=False)
     assert record["status"] == "ok"
     assert record["test_acc"] > 0.70, record["test_acc"]
+
+
+class NanWhenEvaluated(BlowsUp):
+    """Finite training loss, but NaN outputs in eval mode from the fourth
+    step: as if a step had made the weights non-finite."""
+
+    def forward(self, x, edge_index, edge_weight=None):
+        out = self.lin(x)
+        if self.training:
+            self.steps += 1
+        elif self.steps > 3:
+            out = out * float("nan")
+        return out
+
+
+def test_non_finite_weights_are_never_selected():
+    task = load_dataset("csbm", **CSBM)
+    result = fit(NanWhenEvaluated(task.num_features, task.num_classes), task,
+                 FAST)
+    assert result.status == "diverged"
+    assert "validation loss became nan at epoch 3" in result.error
+    assert result.best_epoch < 3
+    assert all(torch.isfinite(v).all() for v in result.best_state.values())
+
+
+def test_learned_beta_has_no_weight_decay():
+    from gnn_center.train import _optimizer
+    model = build_model("centered", 8, 2, 3, learn_beta=True)
+    opt = _optimizer(model, TrainOptions(weight_decay=0.1))
+    betas = {id(c.beta) for c in model.convs}
+    for group in opt.param_groups:
+        ids = {id(p) for p in group["params"]}
+        if ids & betas:
+            assert ids == betas and group["weight_decay"] == 0.0
+        else:
+            assert group["weight_decay"] == 0.1
+
+
+def test_checkpointing_saves_activation_memory():
+    task = load_dataset("csbm", **CSBM)
+    sizes = []
+    for checkpoint in (False, True):
+        torch.manual_seed(0)
+        model = build_model("centered", task.num_features, task.num_classes,
+                            16, checkpoint=checkpoint)
+        result = fit(model, task, TrainOptions(max_epochs=1, patience=1))
+        sizes.append(result.activation_memory_mb)
+    assert sizes[1] < 0.5 * sizes[0]

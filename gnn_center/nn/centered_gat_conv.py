@@ -1,23 +1,21 @@
 from typing import Optional, Tuple, Union
 
-import torch
 from torch import Tensor
-from torch.nn import Parameter
 
 from torch_geometric.nn.conv import GATConv
 from torch_geometric.typing import Adj, OptPairTensor, OptTensor, Size
 
+from gnn_center.nn.centering import CenteringMixin
 from gnn_center.nn.functional import (
     center,
     check_batch,
-    check_beta,
     check_center_mode,
 )
 
 GAT_CENTER_MODES = ("mean", "uniform")
 
 
-class CenteredGATConv(GATConv):
+class CenteredGATConv(CenteringMixin, GATConv):
     r"""The graph attentional operator of PyG's
     :class:`~torch_geometric.nn.conv.GATConv` with the attention-weighted
     aggregation centered per head, before heads are concatenated or averaged
@@ -38,9 +36,11 @@ class CenteredGATConv(GATConv):
       \mathbf{1}\mathbf{1}^\top)\mathbf{Z}^h`, i.e.
       :math:`\mathrm{softmax}(\cdot) - 1/n` over the attended set, the
       form of "Centered Self-Attention Layers" (Ali, Galanti, Wolf, 2023).
-      Since :math:`\mathbf{S}^h\mathbf{1} = \mathbf{1}`, this equals
+      Where :math:`\mathbf{S}^h\mathbf{1} = \mathbf{1}`, this equals
       :math:`\mathbf{S}^h(\mathbf{I} - \tfrac{1}{n}\mathbf{1}\mathbf{1}^\top)
-      \mathbf{Z}^h` and removes the eigenvalue-1 mode exactly;
+      \mathbf{Z}^h` and removes the eigenvalue-1 mode exactly (rows stop
+      summing to one under attention dropout in training, or for nodes
+      without incoming edges when ``add_self_loops=False``);
     * ``center=None``: exactly :class:`~torch_geometric.nn.conv.GATConv`.
 
     ``"spectral"`` is not offered: the dominant right eigenvector of a
@@ -58,8 +58,8 @@ class CenteredGATConv(GATConv):
             :math:`[0, 1]`, or its initial value when learned.
             (default: :obj:`1.0`)
         learn_beta (bool, optional): If :obj:`True`, :math:`\beta` is a
-            learned parameter, clamped to :math:`[0, 1]` with a
-            straight-through gradient. (default: :obj:`False`)
+            learned parameter, projected back into :math:`[0, 1]` before
+            each use. (default: :obj:`False`)
         **kwargs (optional): The other arguments of
             :class:`~torch_geometric.nn.conv.GATConv` (``concat``,
             ``negative_slope``, ``dropout``, ``add_self_loops``,
@@ -95,15 +95,8 @@ class CenteredGATConv(GATConv):
                 "dominant eigenvector of a row-stochastic attention matrix "
                 "is constant, which center='uniform' removes exactly")
         check_center_mode(center, GAT_CENTER_MODES)
-        check_beta(beta)
         super().__init__(in_channels, out_channels, heads=heads, **kwargs)
-        self.center = center
-        self.beta_init = float(beta)
-        self.learn_beta = learn_beta
-        if learn_beta:
-            self.beta = Parameter(torch.tensor(float(beta)))
-        else:
-            self.beta = float(beta)
+        self._init_centering(center, beta, learn_beta)
         # Set for the duration of one forward call only, so that `update`
         # sees the graph membership GATConv's forward does not pass on:
         self._batch: OptTensor = None
@@ -111,16 +104,7 @@ class CenteredGATConv(GATConv):
 
     def reset_parameters(self):
         super().reset_parameters()
-        if isinstance(getattr(self, "beta", None), Parameter):
-            with torch.no_grad():
-                self.beta.fill_(self.beta_init)
-
-    def effective_beta(self):
-        r"""The :math:`\beta` the forward pass uses: the fixed value, or the
-        learned one clamped to :math:`[0, 1]`."""
-        if isinstance(self.beta, Tensor):
-            return self.beta + (self.beta.clamp(0., 1.) - self.beta).detach()
-        return self.beta
+        self._reset_beta()
 
     def forward(  # noqa: D102
         self,
@@ -159,7 +143,6 @@ class CenteredGATConv(GATConv):
                       x=x[0], batch=self._batch, batch_size=self._batch_size)
 
     def __repr__(self) -> str:
-        beta = "learned" if self.learn_beta else self.beta
         return (f"{self.__class__.__name__}({self.in_channels}, "
                 f"{self.out_channels}, heads={self.heads}, "
-                f"center={self.center}, beta={beta})")
+                f"{self._centering_repr()})")

@@ -1,23 +1,21 @@
 from typing import Optional
 
-import torch
 from torch import Tensor
-from torch.nn import Parameter
 
 from torch_geometric.nn.conv import GCNConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.typing import Adj, OptTensor, SparseTensor
 
+from gnn_center.nn.centering import CenteringMixin
 from gnn_center.nn.functional import (
     center,
     check_batch,
-    check_beta,
     check_center_mode,
     gcn_degree,
 )
 
 
-class CenteredGCNConv(GCNConv):
+class CenteredGCNConv(CenteringMixin, GCNConv):
     r"""The graph convolutional operator of PyG's
     :class:`~torch_geometric.nn.conv.GCNConv` with a centering correction
     applied after the sparse aggregation and before the bias:
@@ -67,9 +65,9 @@ class CenteredGCNConv(GCNConv):
             :math:`[0, 1]`, or its initial value when learned.
             (default: :obj:`1.0`)
         learn_beta (bool, optional): If :obj:`True`, :math:`\beta` is a
-            learned parameter, clamped to :math:`[0, 1]` in the forward pass
-            with a straight-through gradient so that it can always move back
-            into range. (default: :obj:`False`)
+            learned parameter, projected back into :math:`[0, 1]` before
+            each use (see :class:`~gnn_center.nn.centering.CenteringMixin`).
+            (default: :obj:`False`)
         **kwargs (optional): Additional arguments of
             :class:`torch_geometric.nn.conv.MessagePassing`.
 
@@ -102,33 +100,16 @@ class CenteredGCNConv(GCNConv):
         **kwargs,
     ):
         check_center_mode(center)
-        check_beta(beta)
         super().__init__(in_channels, out_channels, improved=improved,
                          cached=cached, add_self_loops=add_self_loops,
                          normalize=normalize, bias=bias, **kwargs)
-        self.center = center
-        self.beta_init = float(beta)
-        self.learn_beta = learn_beta
-        if learn_beta:
-            self.beta = Parameter(torch.tensor(float(beta)))
-        else:
-            self.beta = float(beta)
+        self._init_centering(center, beta, learn_beta)
         self._cached_u = None
 
     def reset_parameters(self):
         super().reset_parameters()
-        if isinstance(getattr(self, "beta", None), Parameter):
-            with torch.no_grad():
-                self.beta.fill_(self.beta_init)
+        self._reset_beta()
         self._cached_u = None
-
-    def effective_beta(self):
-        r"""The :math:`\beta` the forward pass uses: the fixed value, or the
-        learned one clamped to :math:`[0, 1]`."""
-        if isinstance(self.beta, Tensor):
-            # Straight-through clamp: value in [0, 1], gradient always flows.
-            return self.beta + (self.beta.clamp(0., 1.) - self.beta).detach()
-        return self.beta
 
     def forward(self, x: Tensor, edge_index: Adj,
                 edge_weight: OptTensor = None, batch: OptTensor = None,
@@ -208,6 +189,5 @@ class CenteredGCNConv(GCNConv):
         return deg.clamp(min=0).sqrt()
 
     def __repr__(self) -> str:
-        beta = "learned" if self.learn_beta else self.beta
         return (f"{self.__class__.__name__}({self.in_channels}, "
-                f"{self.out_channels}, center={self.center}, beta={beta})")
+                f"{self.out_channels}, {self._centering_repr()})")

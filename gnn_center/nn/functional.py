@@ -112,6 +112,12 @@ def check_batch(batch: OptTensor, num_nodes: int) -> None:
                          f"index per node, shape [{num_nodes}]")
 
 
+def infer_batch_size(batch: Tensor) -> int:
+    r"""The number of graphs a batch vector refers to (a device
+    synchronisation; pass ``batch_size`` to avoid it)."""
+    return int(batch.max()) + 1 if batch.numel() > 0 else 0
+
+
 def graph_sum(src: Tensor, batch: OptTensor = None,
               batch_size: Optional[int] = None) -> Tensor:
     r"""Sums ``src`` over the nodes (dim 0) of each graph.
@@ -122,7 +128,7 @@ def graph_sum(src: Tensor, batch: OptTensor = None,
     if batch is None:
         return src.sum(dim=0, keepdim=True)
     if batch_size is None:
-        batch_size = int(batch.max()) + 1 if batch.numel() > 0 else 0
+        batch_size = infer_batch_size(batch)
     # torch_scatter's custom ops do not trace under torch.compile:
     if (get_scatter_backend() == "torch_scatter"
             and not torch.compiler.is_compiling()):
@@ -187,7 +193,7 @@ def center(
             return h
     check_batch(batch, h.size(0))
     if batch is not None and batch_size is None:
-        batch_size = int(batch.max()) + 1 if batch.numel() > 0 else 0
+        batch_size = infer_batch_size(batch)
 
     if mode == "mean" or mode == "uniform":
         src = h if mode == "mean" else x
@@ -290,9 +296,10 @@ def rms_scale(x: Tensor, batch: OptTensor = None,
         # One reduction and one scaling pass.
         mean_sq = torch.linalg.vector_norm(x).square() / max(x.size(0), 1)
         return x * (eps + mean_sq).rsqrt()
-    sq = x.pow(2).sum(dim=-1, keepdim=True)
+    sq = x.pow(2).flatten(1).sum(dim=-1)  # squared row norms
     if batch_size is None:
-        batch_size = int(batch.max()) + 1 if batch.numel() > 0 else 0
-    count = graph_sum(x.new_ones(x.size(0), 1), batch, batch_size)
+        batch_size = infer_batch_size(batch)
+    count = graph_sum(x.new_ones(x.size(0)), batch, batch_size)
     mean_sq = graph_sum(sq, batch, batch_size) / count.clamp(min=1)
-    return x / (eps + _per_node(mean_sq, batch)).sqrt()
+    return x * _unsqueeze_like(
+        (eps + _per_node(mean_sq, batch)).rsqrt(), x)

@@ -66,7 +66,11 @@ from torch_geometric.nn import (
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.nn.resolver import activation_resolver
 from torch_geometric.typing import OptTensor
-from torch_geometric.utils import dropout_edge, to_torch_csr_tensor
+from torch_geometric.utils import (
+    dropout_edge,
+    remove_self_loops,
+    to_torch_csr_tensor,
+)
 
 from gnn_center.nn.centered_gat_conv import GAT_CENTER_MODES, CenteredGATConv
 from gnn_center.nn.centered_gcn_conv import CenteredGCNConv
@@ -74,6 +78,7 @@ from gnn_center.nn.functional import (
     CENTER_MODES,
     check_beta,
     gcn_degree,
+    infer_batch_size,
     rms_scale,
 )
 
@@ -139,8 +144,9 @@ class ModelOptions:
     #: Recompute layer activations in the backward pass to save memory.
     checkpoint: bool = False
     #: Center each connected component on its own (the graph operator has
-    #: one unit eigenvalue per component); labels are computed from the
-    #: graph and combined with any batch vector.
+    #: one unit eigenvalue per component). The labels come from the graph
+    #: (a component never spans two graphs of a batch, so they refine the
+    #: batch vector); norms and rescaling keep the batch vector.
     center_components: bool = False
     #: Initialisation of the hidden-to-hidden weight of each layer:
     #: PyG's default (glorot), orthogonal, or identity plus small noise.
@@ -196,6 +202,11 @@ def resolve_options(method: str, num_layers: int,
     if opts.center_components and conv not in ("centered", "centered-gat"):
         raise ValueError(f"center_components only applies to the centered "
                          f"methods, not to method {method!r}")
+    if opts.checkpoint and opts.norm == "batchnorm":
+        # Recomputing a BatchNorm layer in the backward pass would update
+        # its running statistics twice per step.
+        raise ValueError("checkpoint=True cannot be combined with "
+                         "norm='batchnorm'; use checkpoint=False")
     if opts.jk is not None:
         _choice("jk", opts.jk, JK_MODES)
     if not 0.0 <= opts.dropout < 1.0:
@@ -327,11 +338,25 @@ class DeepGNN(torch.nn.Module):
             torch.nn.init.orthogonal_(weight)
         else:  # identity plus noise of 10% of the glorot scale
             noise = torch.randn_like(weight) * (0.1 / weight.size(0)**0.5)
-            weight.copy_(torch.eye(*weight.shape) + noise)
+            weight.copy_(torch.eye(*weight.shape, dtype=weight.dtype,
+                                   device=weight.device) + noise)
 
     @property
     def normalizes_graph(self) -> bool:
         return self.conv_kind in ("gcn", "centered", "gcnii")
+
+    def drop_edges(self, edge_index: Tensor, edge_weight: OptTensor = None
+                   ) -> Tuple[Tensor, OptTensor]:
+        r"""DropEdge: keeps each undirected edge with probability
+        ``1 - dropedge`` (both directions together) and its weight with
+        it."""
+        # dropout_edge(force_undirected=True) would double self-loops.
+        edge_index, edge_weight = remove_self_loops(edge_index, edge_weight)
+        edge_index, kept = dropout_edge(edge_index, p=self.options.dropedge,
+                                        force_undirected=True)
+        if edge_weight is not None:
+            edge_weight = edge_weight[kept]
+        return edge_index, edge_weight
 
     def prepare_graph(self, num_nodes: int, edge_index: Tensor,
                       edge_weight: OptTensor = None, dtype=None):
@@ -342,10 +367,7 @@ class DeepGNN(torch.nn.Module):
         normalised adjacency as a sparse CSR matrix (and ``edge_weight`` is
         None); for attention the (kept) ``edge_index``."""
         if self.options.dropedge > 0 and self.training:
-            edge_index, kept = dropout_edge(edge_index, p=self.options.dropedge,
-                                            force_undirected=True)
-            if edge_weight is not None:
-                edge_weight = edge_weight[kept]
+            edge_index, edge_weight = self.drop_edges(edge_index, edge_weight)
         if not self.normalizes_graph:
             return edge_index, edge_weight, None
         u = None
@@ -363,13 +385,14 @@ class DeepGNN(torch.nn.Module):
                                         size=(num_nodes, num_nodes))
         return adj_t, None, u
 
-    def component_labels(self, num_nodes: int, edge_index: Tensor,
-                         batch: OptTensor = None) -> Tuple[Tensor, int]:
-        r"""Connected-component label of each node (components never cross
-        the graphs of a batch), cached for the last graph seen."""
-        key = (edge_index.data_ptr(), tuple(edge_index.shape), num_nodes,
-               None if batch is None else batch.data_ptr())
-        if self._components is None or self._components[0] != key:
+    def component_labels(self, num_nodes: int,
+                         edge_index: Tensor) -> Tuple[Tensor, int]:
+        r"""Connected-component label of each node and the number of
+        components, cached for the graph last seen (the same tensor,
+        unmodified)."""
+        cache = self._components
+        if (cache is None or cache[0] is not edge_index
+                or cache[1] != (edge_index._version, num_nodes)):
             import numpy as np
             import scipy.sparse
             from scipy.sparse.csgraph import connected_components
@@ -379,12 +402,14 @@ class DeepGNN(torch.nn.Module):
                 shape=(num_nodes, num_nodes))
             count, labels = connected_components(adj, directed=False)
             labels = torch.from_numpy(labels).long().to(edge_index.device)
-            self._components = (key, labels, int(count))
-        return self._components[1], self._components[2]
+            self._components = (edge_index, (edge_index._version, num_nodes),
+                                labels, int(count))
+        return self._components[2], self._components[3]
 
     def _layer(self, index: int, h: Tensor, h0: Tensor, edge_index: Tensor,
                edge_weight: OptTensor, u: OptTensor, batch: OptTensor,
-               batch_size: Optional[int]) -> Tensor:
+               batch_size: Optional[int], center_batch: OptTensor,
+               center_batch_size: Optional[int]) -> Tensor:
         opts = self.options
         conv, norm = self.convs[index], self.norms[index]
         z = h
@@ -394,14 +419,15 @@ class DeepGNN(torch.nn.Module):
         if self.conv_kind == "gcn":
             z = conv(z, edge_index, edge_weight)
         elif self.conv_kind == "centered":
-            z = conv(z, edge_index, edge_weight, batch=batch,
-                     batch_size=batch_size, u=u)
+            z = conv(z, edge_index, edge_weight, batch=center_batch,
+                     batch_size=center_batch_size, u=u)
         elif self.conv_kind == "gcnii":
             z = conv(z, h0, edge_index, edge_weight)
         elif self.conv_kind == "gat":
             z = conv(z, edge_index)
         else:
-            z = conv(z, edge_index, batch=batch, batch_size=batch_size)
+            z = conv(z, edge_index, batch=center_batch,
+                     batch_size=center_batch_size)
 
         if opts.norm in ("pairnorm", "meansub"):
             z = norm(z, batch, batch_size)
@@ -444,11 +470,14 @@ class DeepGNN(torch.nn.Module):
         if edge_weight is not None and not self.normalizes_graph:
             raise ValueError(f"method {self.method!r} (attention) does not "
                              f"use edge weights; pass edge_weight=None")
-        if self.options.center_components:
-            batch, batch_size = self.component_labels(
-                x.size(0), edge_index, batch)
         if batch is not None and batch_size is None:
-            batch_size = int(batch.max()) + 1
+            batch_size = infer_batch_size(batch)
+        # Graphs (or components) the centering treats apart; norms and
+        # rescaling always work per graph of the batch.
+        center_batch, center_batch_size = batch, batch_size
+        if self.options.center_components:
+            center_batch, center_batch_size = self.component_labels(
+                x.size(0), edge_index)
         edge_index, edge_weight, u = self.prepare_graph(
             x.size(0), edge_index, edge_weight, x.dtype)
 
@@ -457,7 +486,7 @@ class DeepGNN(torch.nn.Module):
         hidden = [h0]
         for index in range(self.num_layers):
             args = (index, h, h0, edge_index, edge_weight, u, batch,
-                    batch_size)
+                    batch_size, center_batch, center_batch_size)
             if opts.checkpoint and self.training and torch.is_grad_enabled():
                 h = checkpoint_fn(self._layer, *args, use_reentrant=False)
             else:

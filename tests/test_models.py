@@ -77,7 +77,7 @@ def test_gcn_model_equals_a_stack_of_pyg_gcnconv(data):
 def test_centered_model_equals_self_normalising_layers(data, mode):
     x, edge_index, _ = data
     method = "centered" if mode == "mean" else f"centered-{mode}"
-    model = model_for(method, 3).eval()
+    model = model_for(method, 3, rescale=False).eval()
     h = torch.relu(model.lin_in(x))
     for conv in model.convs:
         ref = CenteredGCNConv(16, 16, center=mode)
@@ -241,8 +241,10 @@ def test_center_components_equals_explicit_component_batch(data):
     x, edge_index, _ = data
     keep = (edge_index < 15).all(0) | (edge_index >= 15).all(0)
     edge_index = edge_index[:, keep]  # two components, no batch given
-    model = model_for("centered-spectral", 3, center_components=True).eval()
-    explicit = model_for("centered-spectral", 3).eval()
+    # Without rescaling, which would work over the batch's graphs instead.
+    model = model_for("centered-spectral", 3, center_components=True,
+                      rescale=False).eval()
+    explicit = model_for("centered-spectral", 3, rescale=False).eval()
     batch = (torch.arange(N) >= 15).long()
     torch.testing.assert_close(model(x, edge_index),
                                explicit(x, edge_index, batch=batch))
@@ -304,3 +306,19 @@ def test_dropedge_keeps_edge_weights_with_their_edges(data):
     expected = (torch.minimum(kept[0], kept[1]) * 100 +
                 torch.maximum(kept[0], kept[1])).float()
     torch.testing.assert_close(kept_weight, expected)
+
+
+def test_centered_methods_rescale_and_drop_out_at_the_ends_by_default(data):
+    x, edge_index, _ = data
+    for method in ("centered", "centered-uniform", "centered-spectral"):
+        options = model_for(method, 2).options
+        assert options.rescale and options.dropout_placement == "io"
+    bare = model_for("centered", 2, rescale=False, dropout_placement="every")
+    assert not bare.options.rescale
+    assert bare.options.dropout_placement == "every"
+    assert model_for("gcn", 2).options.dropout_placement == "every"
+    # Rescaled: every hidden state has unit mean squared row norm before
+    # the ReLU, so the scale no longer decays with depth.
+    model = model_for("centered-spectral", 64).eval()
+    _, hidden = model(x, edge_index, return_hidden=True)
+    assert hidden[-1].pow(2).sum(-1).mean() > 0.1

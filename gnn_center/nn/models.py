@@ -25,10 +25,11 @@ Where each correction sits, so that comparisons are exact:
 method             operation in each layer
 ================== ========================================================
 gcn                :math:`\hat{A} h W + b`, PyG ``GCNConv``
-centered           :math:`(I - \tfrac{1}{n}11^\top)\hat{A} h W + b`
-centered-uniform   :math:`(\hat{A} - \tfrac{1}{n}11^\top) h W + b`
+centered           :math:`(I - \tfrac{1}{n}11^\top)\hat{A} h W + b`, then
+                   ``rms_scale``; dropout at input and output only
+centered-uniform   :math:`(\hat{A} - \tfrac{1}{n}11^\top) h W + b`, same
 centered-spectral  :math:`(\hat{A} - uu^\top/u^\top u) h W + b`,
-                   :math:`u = \sqrt{\hat{d}}`
+                   :math:`u = \sqrt{\hat{d}}`, same
 pairnorm           PyG ``PairNorm`` on :math:`\hat{A} h W + b` (centering
                    *after* the bias, then scaling), before the activation
 meansub            PyG ``MeanSubtractionNorm`` on :math:`\hat{A} h W + b`
@@ -43,8 +44,10 @@ gcnii              PyG ``GCN2Conv`` (initial residual and identity mapping,
 gat / centered-gat PyG ``GATConv`` / ``CenteredGATConv`` (``uniform``)
 ================== ========================================================
 
-Options combine: e.g. ``build_model("centered-spectral", ...,
-residual="initial", rescale=True)``.
+Options combine and override a method's own: e.g.
+``build_model("centered-spectral", ..., residual="residual")`` or
+``build_model("centered", ..., rescale=False, dropout_placement="every")``
+for the bare layer.
 """
 import warnings
 from dataclasses import asdict, dataclass, fields
@@ -86,11 +89,17 @@ MIN_LAYERS, MAX_LAYERS = 2, 128
 
 # What each method changes in the skeleton; every other option keeps the
 # value the user gives or its default below.
+_CENTERED = dict(rescale=True, dropout_placement="io")
 METHODS = {
     "gcn": dict(conv="gcn"),
-    "centered": dict(conv="centered", center="mean"),
-    "centered-uniform": dict(conv="centered", center="uniform"),
-    "centered-spectral": dict(conv="centered", center="spectral"),
+    # Centering removes the dominant component, and with it most of the
+    # feature scale: the centered GCN methods rescale after each layer and
+    # keep dropout to the input and output, the setting the depth ablations
+    # support (experiments/results/deep_training.md).
+    "centered": dict(conv="centered", center="mean", **_CENTERED),
+    "centered-uniform": dict(conv="centered", center="uniform", **_CENTERED),
+    "centered-spectral": dict(conv="centered", center="spectral",
+                              **_CENTERED),
     "gat": dict(conv="gat"),
     "centered-gat": dict(conv="centered-gat", center="uniform"),
     "pairnorm": dict(conv="gcn", norm="pairnorm"),
@@ -116,12 +125,13 @@ class ModelOptions:
 
     Options left at :obj:`None` take the method's value from
     :data:`METHODS`, or the neutral value (no norm, no residual, no
-    DropEdge, no rescaling) when the method does not set them.
+    DropEdge, no rescaling, dropout before every layer) when the method
+    does not set them.
     """
     hidden_channels: int = 64
     dropout: float = 0.5
     #: ``"every"``: before each layer; ``"io"``: input and output only.
-    dropout_placement: str = "every"
+    dropout_placement: Optional[str] = None
     activation: str = "relu"
     #: Centering mode for the centered methods (mean, uniform, spectral).
     center: Optional[str] = None
@@ -186,6 +196,7 @@ def resolve_options(method: str, num_layers: int,
     opts.residual = opts.residual or "none"
     opts.dropedge = 0.0 if opts.dropedge is None else opts.dropedge
     opts.rescale = bool(opts.rescale)
+    opts.dropout_placement = opts.dropout_placement or "every"
 
     if conv in ("centered", "centered-gat"):
         allowed = CENTER_MODES if conv == "centered" else GAT_CENTER_MODES

@@ -460,6 +460,20 @@ def _not_found(name: str, source: _Source, root: Path, work: Path,
 
 
 @contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    # An advisory lock on a file beside the folder, held while the block
+    # runs; released when the process ends, whatever happens.
+    import fcntl
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def _socket_timeout(seconds: float) -> Iterator[None]:
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(seconds)
@@ -754,15 +768,17 @@ def load_dataset(
 
     root = resolve_root(root)
     work = _work_root(root)
-    _prepare(key, source, root, work, download)
-
-    if source.family == "planetoid" and split == "random":
-        # Planetoid draws its random split from the global RNG.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+    # Parallel sweep workers load the same dataset at once: one at a time
+    # links, downloads and processes it.
+    with _folder_lock(work / source.folder):
+        _prepare(key, source, root, work, download)
+        if source.family == "planetoid" and split == "random":
+            # Planetoid draws its random split from the global RNG.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                dataset = _open(source, work, split)
+        else:
             dataset = _open(source, work, split)
-    else:
-        dataset = _open(source, work, split)
     data = dataset[0]
     ogb_name = None
 

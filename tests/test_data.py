@@ -662,3 +662,20 @@ def test_ogb_import_starts_no_version_check():
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0", "True", "False"]
+
+
+def test_parallel_loads_of_a_fresh_dataset(shared_root, tmp_path,
+                                           monkeypatch):
+    # Two processes process the same dataset into an empty cache at once;
+    # both must get the whole graph (the loader serialises them).
+    import subprocess
+    import sys
+    monkeypatch.setenv("GNN_CENTER_CACHE", str(tmp_path))
+    code = ("from gnn_center.data import load_dataset; "
+            "t = load_dataset('citeseer'); print(t.data.num_nodes)")
+    procs = [subprocess.Popen([sys.executable, "-c", code],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert [o[0].split()[-1] for o in outs] == ["3327", "3327"]

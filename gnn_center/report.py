@@ -36,6 +36,11 @@ class CellSummary:
     mean: Optional[float]  # test accuracy in %
     std: Optional[float]
     diverged: int
+    base_method: str = ""  # the method a variant builds on
+
+    @property
+    def centered(self) -> bool:
+        return (self.base_method or self.method).startswith("centered")
 
 
 def _mean_std(values: Sequence[float]):
@@ -85,7 +90,8 @@ def summarize(records: Iterable[dict]) -> List[CellSummary]:
         mean, std = _mean_std(accs)
         rows.append(CellSummary(dataset, method, depth, len(accs), mean, std,
                                 sum(r["status"] == "diverged"
-                                    for r in runs)))
+                                    for r in runs),
+                                runs[0].get("base_method", method)))
     rows.sort(key=lambda c: (order_d[c.dataset], order_m[c.method],
                              c.num_layers))
     return rows
@@ -155,24 +161,32 @@ def _pyplot():
     return plt
 
 
+def _style(index: int, centered: bool) -> dict:
+    # Centered methods solid, the others dashed; 20 distinct colours.
+    import matplotlib
+    return dict(color=matplotlib.colormaps["tab20"](index % 20),
+                linestyle="-" if centered else "--")
+
+
 def plot_accuracy(rows: List[CellSummary], dataset: str,
                   path: os.PathLike) -> None:
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method in dict.fromkeys(r.method for r in rows
-                                if r.dataset == dataset):
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    methods = dict.fromkeys(r.method for r in rows if r.dataset == dataset)
+    for i, method in enumerate(methods):
         sub = [r for r in rows if r.dataset == dataset and r.method == method
                and r.mean is not None]
+        if not sub:
+            continue
         ax.errorbar([r.num_layers for r in sub], [r.mean for r in sub],
                     yerr=[r.std for r in sub], marker="o", capsize=3,
-                    label=method,
-                    linestyle="-" if method.startswith("centered") else "--")
+                    label=method, **_style(i, sub[0].centered))
     ax.set_xscale("log", base=2)
     ax.set_xlabel("number of message-passing layers")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{dataset}: accuracy against depth")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -183,26 +197,29 @@ def plot_energy(records: List[dict], dataset: str, depth: int,
     r"""Mean over seeds of a per-layer measure for each method at one
     depth; returns False when no run has it."""
     per_method: Dict[str, List[List[float]]] = defaultdict(list)
+    centered: Dict[str, bool] = {}
     for r in records:
         metrics = r.get("layer_metrics")
         if (r.get("dataset") == dataset and r.get("num_layers") == depth
                 and metrics and measure in metrics):
             per_method[r["method"]].append(metrics[measure])
+            centered[r["method"]] = r.get("base_method", r["method"]) \
+                .startswith("centered")
     if not per_method:
         return False
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method, curves in per_method.items():
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for i, (method, curves) in enumerate(per_method.items()):
         mean = [sum(v) / len(v) for v in zip(*curves)]
         mean = [max(m, 1e-30) for m in mean]  # log scale
         ax.plot(range(len(mean)), mean, label=method,
-                linestyle="-" if method.startswith("centered") else "--")
+                **_style(i, centered[method]))
     ax.set_yscale("log")
     ax.set_xlabel("layer (0 = input embedding)")
     ax.set_ylabel(measure.replace("_", " "))
     ax.set_title(f"{dataset}, {depth} layers: {measure.replace('_', ' ')}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

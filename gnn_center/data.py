@@ -462,10 +462,11 @@ def _not_found(name: str, source: _Source, root: Path, work: Path,
 @contextlib.contextmanager
 def _folder_lock(folder: Path) -> Iterator[None]:
     # An advisory lock on a file beside the folder, held while the block
-    # runs; released when the process ends, whatever happens.
+    # runs; released when the process ends, whatever happens. The name marks
+    # it as the project's own, never mistaken for a dataset file.
     import fcntl
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f".{folder.name}.lock", "w") as handle:
+    with open(folder.parent / f".gnn_center_{folder.name}.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -26,15 +26,19 @@ from gnn_center.metrics import layer_metrics
 from gnn_center.nn import build_model
 from gnn_center.train import TrainOptions, fit, model_input
 
-# name: (method, model options)
+# name: (method, model options). Every flag is spelled out because the
+# centered presets switch rescaling on by default.
 VARIANTS = {
-    "gcn": ("gcn", {}),
-    "mean": ("centered", {}),
-    "uniform": ("centered-uniform", {}),
-    "spectral": ("centered-spectral", {}),
+    "gcn": ("gcn", {"rescale": False}),
+    "mean": ("centered", {"rescale": False}),
+    "uniform": ("centered-uniform", {"rescale": False}),
+    "spectral": ("centered-spectral", {"rescale": False}),
     "gcn+rescale": ("gcn", {"rescale": True}),
     "mean+rescale": ("centered", {"rescale": True}),
     "spectral+rescale": ("centered-spectral", {"rescale": True}),
+    "res+rescale": ("residual", {"rescale": True}),
+    "res+rescale+spectral": ("centered-spectral",
+                             {"rescale": True, "residual": "residual"}),
 }
 
 
@@ -122,7 +126,7 @@ def main():
                              trained=trained, test_acc=fitted.test_acc,
                              val_acc=fitted.val_acc,
                              best_epoch=fitted.best_epoch)
-        print(f"{name:>18}: test {100 * fitted.test_acc:.1f}  "
+        print(f"{name:>20}: test {100 * fitted.test_acc:.1f}  "
               f"|h_L| init {init['norm'][-1]:.2e} trained "
               f"{trained['norm'][-1]:.2e}  erank_L init "
               f"{init['effective_rank'][-1]:.2f} trained "

@@ -110,11 +110,12 @@ def markdown_tables(rows: List[CellSummary]) -> str:
             means = [cell[m, depth].mean for m in methods
                      if (m, depth) in cell and cell[m, depth].mean is not None]
             best[depth] = max(means) if means else None
-        runs = sorted({r.runs for r in sub if r.runs})
-        seeds = "/".join(map(str, runs))
+        most = max((r.runs for r in sub if r.runs), default=0)
+        partial = any(0 < r.runs < most for r in sub)
         lines = [f"### {dataset}", "",
-                 f"Test accuracy (%), mean ± std over {seeds} seed(s); "
-                 f"best per depth in bold.", "",
+                 f"Test accuracy (%), mean ± std over {most} seed(s)"
+                 + ("; (n): a cell with only n seeds so far" if partial
+                    else "") + "; best per depth in bold.", "",
                  "| method | " + " | ".join(f"L={d}" for d in depths) + " |",
                  "|---|" + "---:|" * len(depths)]
         for method in methods:
@@ -127,9 +128,13 @@ def markdown_tables(rows: List[CellSummary]) -> str:
                 if c.mean is None:
                     text = "–"
                 else:
-                    text = f"{c.mean:.1f} ± {c.std:.1f}"
+                    # One run has no spread to show.
+                    text = (f"{c.mean:.1f}" if c.runs == 1
+                            else f"{c.mean:.1f} ± {c.std:.1f}")
                     if best[depth] is not None and c.mean == best[depth]:
                         text = f"**{text}**"
+                    if c.runs < most:
+                        text += f" ({c.runs})"
                 if c.diverged:
                     text += f" †{c.diverged}"
                 entries.append(text)

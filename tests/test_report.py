@@ -21,6 +21,16 @@ def test_mean_std_and_best_marking():
     assert "| centered | 72.0 ± 2.8 |" in text
 
 
+def test_partial_sweep_marks_cells_with_fewer_seeds():
+    text = markdown_tables(summarize(unique_runs([
+        record("gcn", 2, 0, 0.80), record("gcn", 2, 1, 0.82),
+        record("gcn", 8, 0, 0.30),
+    ])))
+    assert "over 2 seed(s); (n): a cell with only n seeds so far" in text
+    # One run shows no spread and says how many seeds it rests on.
+    assert "| gcn | **81.0 ± 1.4** | **30.0** (1) |" in text
+
+
 def test_duplicates_errors_and_foreign_keys_are_left_out():
     records = [
         record("gcn", 2, 0, 0.50, key="a"),
@@ -43,5 +53,5 @@ def test_diverged_runs_are_marked_and_counted():
     by = {r.num_layers: r for r in rows}
     assert by[128].runs == 1 and by[128].diverged == 2
     text = markdown_tables(rows)
-    assert "**30.0 ± 0.0** †2" in text
+    assert "**30.0** †2" in text
     assert "| – †1 |" in text

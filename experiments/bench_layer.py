@@ -3,7 +3,7 @@ PyG's GCNConv on the same graph and weights.
 
 Both layers are cached (the normalised graph, and for spectral centering the
 eigenvector, are computed once). Variants run interleaved, one repeat of each
-in turn, and each variant's time is divided by the plain layer's time of the
+in turn (the order rotating from repeat to repeat), and each variant's time is divided by the plain layer's time of the
 same repeat; the script prints the median of these ratios. Graphs are random
 with a given number of nodes and edges (Cora's size up to ogbn-arxiv's:
 169,343 nodes, 1,166,243 edges). "batched" splits the graph into 64 graphs
@@ -88,8 +88,14 @@ def bench(num_nodes, num_edges, hidden, device, repeats, batched):
         for _ in range(3):
             run(layer, backend)
     times = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, (layer, backend) in variants.items():
+    names = list(variants)
+    for repeat in range(repeats):
+        # Rotate the order each repeat: whichever variant runs right after
+        # another pays for what the previous one left (freed memory, cold
+        # caches), and that must not fall on one variant every time.
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            layer, backend = variants[name]
             synchronize(device)
             tic = time.perf_counter()
             run(layer, backend)

@@ -466,7 +466,8 @@ def _folder_lock(folder: Path) -> Iterator[None]:
     # it as the project's own, never mistaken for a dataset file.
     import fcntl
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f".gnn_center_{folder.name}.lock", "w") as handle:
+    lock = folder.parent / f".gnn_center_{folder.name}.lock"
+    with open(lock, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

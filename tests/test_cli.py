@@ -114,7 +114,10 @@ def test_resume_after_a_kill(tmp_path):
     with open(results, "a") as f:
         f.write('{"dataset": "csbm", "method": "gc')
 
-    done = cli("sweep", str(config), "--quiet", "--no-report", cwd=tmp_path)
+    # Ten short runs; the generous limit only guards against a hang on a
+    # busy machine.
+    done = cli("sweep", str(config), "--quiet", "--no-report", cwd=tmp_path,
+               timeout=900)
     assert done.returncode == 0, done.stderr
     records = read_lines(results)
     keys = [r["key"] for r in records]

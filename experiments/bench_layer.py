@@ -3,11 +3,12 @@ PyG's GCNConv on the same graph and weights.
 
 Both layers are cached (the normalised graph, and for spectral centering the
 eigenvector, are computed once). Variants run interleaved, one repeat of each
-in turn (the order rotating from repeat to repeat), and each variant's time is divided by the plain layer's time of the
-same repeat; the script prints the median of these ratios. Graphs are random
-with a given number of nodes and edges (Cora's size up to ogbn-arxiv's:
-169,343 nodes, 1,166,243 edges). "batched" splits the graph into 64 graphs
-by a batch vector, where per-graph sums use torch-scatter or native torch.
+in turn (the order rotating from repeat to repeat), and each variant's time
+is divided by the plain layer's time of the same repeat; the script prints
+the median of these ratios. Graphs are random with a given number of nodes
+and edges (Cora's size up to ogbn-arxiv's: 169,343 nodes, 1,166,243 edges).
+"batched" splits the graph into 64 graphs by a batch vector, where per-graph
+sums use torch-scatter or native torch.
 
     python experiments/bench_layer.py                 # all sizes, CPU/CUDA
     python experiments/bench_layer.py --sizes cora --hidden 64

@@ -29,6 +29,7 @@ cache folder itself is the root and PyG/OGB download into it.
 """
 import contextlib
 import csv
+import functools
 import hashlib
 import importlib.util
 import json
@@ -272,8 +273,7 @@ class NodeTask:
         # On the CPU: `data` may have been moved to another device.
         y_true, y_pred = self.data.y.detach().cpu()[mask], pred[mask]
         if self.ogb_name is not None:
-            evaluator = _import_ogb().Evaluator(self.ogb_name)
-            out = evaluator.eval({
+            out = _ogb_evaluator(self.ogb_name).eval({
                 "y_true": y_true.view(-1, 1),
                 "y_pred": y_pred.view(-1, 1),
             })
@@ -537,6 +537,13 @@ def _download(source: _Source, work: Path, missing: List[str]) -> None:
 
 
 # OGB ########################################################################
+
+
+@functools.lru_cache(maxsize=None)
+def _ogb_evaluator(name: str):
+    # Built once per task name: the constructor reads OGB's master table,
+    # and evaluate() runs on every epoch.
+    return _import_ogb().Evaluator(name)
 
 
 def _import_ogb():

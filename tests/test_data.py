@@ -1,3 +1,4 @@
+import dataclasses
 import functools
 import gzip
 import http.server
@@ -317,6 +318,20 @@ def test_evaluate():
         task.evaluate(zeros, torch.zeros_like(mask))
     with pytest.raises(ValueError, match="boolean mask"):
         task.evaluate(zeros, mask.long())
+
+
+def test_evaluate_ogb_matches_plain_accuracy():
+    # An ogbn-* task scores through OGB's Evaluator (built once per name);
+    # on the same predictions it must agree with the plain count.
+    task = load_dataset("csbm")
+    ogb_task = dataclasses.replace(task, ogb_name="ogbn-arxiv")
+    y, mask = task.data.y, task.data.test_mask
+    pred = torch.where(torch.arange(y.numel()) % 3 == 0, 1 - y, y)
+    expected = float((pred[mask] == y[mask]).float().mean())
+    assert 0.5 < expected < 0.8
+    assert ogb_task.evaluate(pred, mask) == pytest.approx(expected)
+    assert ogb_task.evaluate(pred, mask) == pytest.approx(expected)
+    assert data_module._ogb_evaluator.cache_info().hits >= 1
 
 
 # Names, splits, roots, offline errors #######################################

@@ -24,7 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Set
 
+from gnn_center.nn import METHODS
 from gnn_center.sweep import read_records
+
+METHOD_ORDER = {name: i for i, name in enumerate(METHODS)}
 
 
 @dataclass
@@ -71,8 +74,10 @@ def unique_runs(records: Iterable[dict],
 
 def summarize(records: Iterable[dict]) -> List[CellSummary]:
     r"""Mean and sample standard deviation of the test accuracy (in %)
-    per (dataset, method, depth), in first-seen order of datasets and
-    methods and increasing depth. ``runs`` counts the runs with an
+    per (dataset, method, depth): datasets in first-seen order, the
+    built-in methods in the order of :data:`gnn_center.nn.METHODS` and
+    other labels after them in first-seen order (runs of a parallel sweep
+    finish in no fixed order), depths increasing. ``runs`` counts the runs with an
     accuracy (a run that diverged before its first epoch has none) and
     ``diverged`` those that diverged. Pass records through
     :func:`unique_runs` first."""
@@ -81,7 +86,7 @@ def summarize(records: Iterable[dict]) -> List[CellSummary]:
     order_m: Dict[str, int] = {}
     for r in records:
         order_d.setdefault(r["dataset"], len(order_d))
-        order_m.setdefault(r["method"], len(order_m))
+        order_m.setdefault(r["method"], len(METHOD_ORDER) + len(order_m))
         groups[(r["dataset"], r["method"], r["num_layers"])].append(r)
     rows = []
     for (dataset, method, depth), runs in groups.items():
@@ -92,7 +97,8 @@ def summarize(records: Iterable[dict]) -> List[CellSummary]:
                                 sum(r["status"] == "diverged"
                                     for r in runs),
                                 runs[0].get("base_method", method)))
-    rows.sort(key=lambda c: (order_d[c.dataset], order_m[c.method],
+    rows.sort(key=lambda c: (order_d[c.dataset],
+                             METHOD_ORDER.get(c.method, order_m[c.method]),
                              c.num_layers))
     return rows
 

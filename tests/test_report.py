@@ -31,6 +31,16 @@ def test_partial_sweep_marks_cells_with_fewer_seeds():
     assert "| gcn | **81.0 ± 1.4** | **30.0** (1) |" in text
 
 
+def test_built_in_methods_keep_their_order_whatever_finished_first():
+    rows = summarize(unique_runs([
+        record("my-variant", 2, 0, 0.5), record("gcnii", 2, 0, 0.8),
+        record("other", 2, 0, 0.6), record("centered", 2, 0, 0.7),
+        record("gcn", 2, 0, 0.75),
+    ]))
+    assert [r.method for r in rows] == [
+        "gcn", "centered", "gcnii", "my-variant", "other"]
+
+
 def test_duplicates_errors_and_foreign_keys_are_left_out():
     records = [
         record("gcn", 2, 0, 0.50, key="a"),

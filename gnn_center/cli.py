@@ -206,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: that of the first "
                    "results file)")
     p.add_argument("--energy-depth", type=int, default=64,
-                   help="depth whose per-layer energy is plotted (the "
-                   "deepest run up to it; default 64)")
+                   help="depth whose per-layer energy and effective rank "
+                   "are plotted (the deepest run up to it; default 64)")
     p.set_defaults(func=_report)
 
     p = sub.add_parser("datasets", help="list datasets and local availability",

@@ -8,9 +8,10 @@ r"""Tables and plots from sweep results.
 * ``results.csv``: the same numbers, one row per (dataset, method, depth);
 * ``accuracy_<dataset>.png``: test accuracy against depth, one line per
   method with the standard deviation as error bars;
-* ``energy_<dataset>_L<depth>.png``: the relative Dirichlet energy of the
-  selected model's hidden states against layer index, at one depth (the
-  deepest available at most ``energy_depth``), mean over seeds.
+* ``energy_<dataset>_L<depth>.png`` and ``rank_<dataset>_L<depth>.png``:
+  the relative Dirichlet energy and the effective rank of the selected
+  model's hidden states against layer index, at one depth (the deepest
+  available at most ``energy_depth``), mean over seeds.
 
 The test accuracy of a diverged run is that of its best validation epoch
 before the loss became NaN, so it stays in the mean. Each run key counts
@@ -203,10 +204,22 @@ def plot_accuracy(rows: List[CellSummary], dataset: str,
     plt.close(fig)
 
 
-def plot_energy(records: List[dict], dataset: str, depth: int,
-                path: os.PathLike, measure: str = "relative_energy") -> bool:
+# Per-layer plots: (record key, file prefix, log scale). Relative energy
+# shows collapse onto the operator's dominant eigenvector; effective rank
+# shows collapse onto any few directions, which is how trained deep stacks
+# without skips fail even where their energy stays up.
+LAYER_PLOTS = (("relative_energy", "energy", True),
+               ("effective_rank", "rank", False))
+
+
+def plot_layer_measure(records: List[dict], dataset: str, depth: int,
+                       path: os.PathLike, measure: str = "relative_energy",
+                       methods: Optional[Sequence[str]] = None,
+                       log: bool = True) -> bool:
     r"""Mean over seeds of a per-layer measure for each method at one
-    depth; returns False when no run has it."""
+    depth; returns False when no run has it. ``methods`` fixes the order
+    (and so the colours, as in the accuracy plot); methods not in it
+    follow in first-seen order."""
     per_method: Dict[str, List[List[float]]] = defaultdict(list)
     centered: Dict[str, bool] = {}
     for r in records:
@@ -218,17 +231,24 @@ def plot_energy(records: List[dict], dataset: str, depth: int,
                 .startswith("centered")
     if not per_method:
         return False
+    order = list(dict.fromkeys(list(methods or []) + list(per_method)))
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    for i, (method, curves) in enumerate(per_method.items()):
+    for i, method in enumerate(order):
+        curves = per_method.get(method)
+        if not curves:
+            continue
         mean = [sum(v) / len(v) for v in zip(*curves)]
-        mean = [max(m, 1e-30) for m in mean]  # log scale
+        if log:
+            mean = [max(m, 1e-30) for m in mean]
         ax.plot(range(len(mean)), mean, label=method,
                 **_style(i, centered[method]))
-    ax.set_yscale("log")
+    if log:
+        ax.set_yscale("log")
+    name = measure.replace("_", " ")
     ax.set_xlabel("layer (0 = input embedding)")
-    ax.set_ylabel(measure.replace("_", " "))
-    ax.set_title(f"{dataset}, {depth} layers: {measure.replace('_', ' ')}")
+    ax.set_ylabel(name)
+    ax.set_title(f"{dataset}, {depth} layers: {name}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
@@ -267,8 +287,11 @@ def write_report(results: Sequence[os.PathLike],
         written.append(path)
         depths = sorted({r.num_layers for r in rows if r.dataset == dataset
                          and r.num_layers <= energy_depth})
-        if depths:
-            path = out / f"energy_{dataset}_L{depths[-1]}.png"
-            if plot_energy(records, dataset, depths[-1], path):
+        methods = list(dict.fromkeys(r.method for r in rows
+                                     if r.dataset == dataset))
+        for measure, prefix, log in LAYER_PLOTS if depths else ():
+            path = out / f"{prefix}_{dataset}_L{depths[-1]}.png"
+            if plot_layer_measure(records, dataset, depths[-1], path,
+                                  measure, methods, log):
                 written.append(path)
     return dict(markdown=markdown, paths=written)

@@ -65,3 +65,54 @@ def test_diverged_runs_are_marked_and_counted():
     text = markdown_tables(rows)
     assert "**30.0** †2" in text
     assert "| – †1 |" in text
+
+
+def test_layer_plots_share_the_accuracy_plot_order_and_colours(
+        tmp_path, monkeypatch):
+    import json
+
+    from pathlib import Path
+
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    from gnn_center import report
+
+    def with_layers(method, seed, energy, rank):
+        r = record(method, 4, seed, 0.5)
+        r["layer_metrics"] = dict(relative_energy=energy,
+                                  effective_rank=rank)
+        return r
+
+    # centered finishes first, but gcn comes first in the table.
+    runs = [with_layers("centered", 0, [0.2, 0.4], [3.0, 5.0]),
+            with_layers("gcn", 0, [0.1, 0.2], [2.0, 1.0]),
+            with_layers("gcn", 1, [0.3, 0.4], [4.0, 3.0])]
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    drawn = {}
+    save = Figure.savefig
+
+    def grab(fig, fname, *args, **kwargs):
+        handles, labels = fig.axes[0].get_legend_handles_labels()
+        # An errorbar's legend handle is a container; its line comes first.
+        lines = [h if hasattr(h, "get_ydata") else h[0] for h in handles]
+        drawn[Path(fname).name] = [
+            (label, list(line.get_ydata()), line.get_color())
+            for label, line in zip(labels, lines)]
+        return save(fig, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", grab)
+    report.write_report([path])
+    colour = [matplotlib.colors.to_hex(matplotlib.colormaps["tab20"](i))
+              for i in range(2)]
+    assert [(label, matplotlib.colors.to_hex(c))
+            for label, _, c in drawn["energy_cora_L4.png"]] == [
+        ("gcn", colour[0]), ("centered", colour[1])]
+    accuracy = {label: matplotlib.colors.to_hex(c)
+                for label, _, c in drawn["accuracy_cora.png"]}
+    assert accuracy == {"gcn": colour[0], "centered": colour[1]}
+    # Curves are the mean over seeds, per layer.
+    assert drawn["energy_cora_L4.png"][0][1] == [0.2, 0.30000000000000004]
+    assert drawn["rank_cora_L4.png"][0][1] == [3.0, 2.0]
+    assert drawn["rank_cora_L4.png"][1][1] == [3.0, 5.0]

@@ -9,7 +9,7 @@ best validation epoch; the paper decays only the first layer and stops on
 validation loss after 200 epochs), so that a gap to published
 numbers can be told apart from a gap caused by the skeleton.
 
-    python experiments/reference_gcn.py --datasets cora citeseer --seeds 0 1 2
+    OMP_NUM_THREADS=1 python experiments/reference_gcn.py --datasets cora citeseer --seeds 0 1 2
 """
 import argparse
 import statistics

@@ -325,7 +325,7 @@ def _ogb_master() -> Dict[str, Dict[str, str]]:
     # starts a PyPI version check, see `_import_ogb`).
     spec = importlib.util.find_spec("ogb")
     if spec is None or not spec.submodule_search_locations:
-        return {}
+        raise _ogb_missing_error()
     path = Path(list(spec.submodule_search_locations)[0])
     path = path / "nodeproppred" / "master.csv"
     with open(path, newline="") as f:
@@ -373,6 +373,15 @@ def _ogbn_source(name: str) -> _Source:
                    for part in ("train", "valid", "test"))
     return _Source("ogbn", ogb_name, ogb_name.replace("-", "_"), files,
                    DATASETS.get(name, f"OGB node task {ogb_name}"))
+
+
+def _ogb_missing_error() -> ModuleNotFoundError:
+    # `ogb` is a requirement, but an environment set up by hand (or with
+    # --no-deps) may lack it; without this the ogbn-* names read as unknown.
+    return ModuleNotFoundError(
+        "The OGB datasets (ogbn-*) need the `ogb` package, which this Python "
+        "environment lacks: install it with pip install 'ogb>=1.3.6' (a "
+        "requirement of gnn-center).", name="ogb")
 
 
 def _unknown_name_error(name: str) -> ValueError:
@@ -553,18 +562,23 @@ def _import_ogb():
     version through the ``outdated`` package, and offline it may keep the
     interpreter from exiting. OGB skips the check when ``outdated`` cannot be
     imported, so it is hidden for the duration of the first import."""
-    if "ogb" not in sys.modules:
-        missing = object()
-        previous = sys.modules.get("outdated", missing)
-        sys.modules["outdated"] = None  # type: ignore  # -> ImportError
-        try:
-            import ogb  # noqa: F401
-        finally:
-            if previous is missing:
-                del sys.modules["outdated"]
-            else:
-                sys.modules["outdated"] = previous
-    import ogb.nodeproppred
+    try:
+        if "ogb" not in sys.modules:
+            missing = object()
+            previous = sys.modules.get("outdated", missing)
+            sys.modules["outdated"] = None  # type: ignore  # -> ImportError
+            try:
+                import ogb  # noqa: F401
+            finally:
+                if previous is missing:
+                    del sys.modules["outdated"]
+                else:
+                    sys.modules["outdated"] = previous
+        import ogb.nodeproppred
+    except ImportError as err:
+        if err.name not in ("ogb", "ogb.nodeproppred"):
+            raise  # one of ogb's own requirements: its message says which
+        raise _ogb_missing_error() from err
     return ogb.nodeproppred
 
 
@@ -974,7 +988,11 @@ def dataset_status(
         if name == "csbm":
             out.append((name, True, "generated in memory (no files)"))
             continue
-        source = _source(name)
+        try:
+            source = _source(name)
+        except ModuleNotFoundError as err:  # an ogbn-* name without `ogb`
+            out.append((name, False, str(err)))
+            continue
         in_root = _missing(source, root / source.folder)
         if not in_root:
             out.append((name, True, str(root / source.folder)))

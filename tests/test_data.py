@@ -352,6 +352,44 @@ def test_dataset_names():
         load_dataset("ogbn-proteins")
 
 
+@pytest.fixture
+def without_ogb(monkeypatch):
+    # As in an environment where `ogb` was never installed.
+    find_spec = data_module.importlib.util.find_spec
+    monkeypatch.setattr(data_module.importlib.util, "find_spec",
+                        lambda name, *args: None if name == "ogb"
+                        else find_spec(name, *args))
+    for module in ("ogb", "ogb.nodeproppred"):
+        monkeypatch.setitem(sys.modules, module, None)  # -> ImportError
+    data_module._ogb_evaluator.cache_clear()
+    yield
+    data_module._ogb_evaluator.cache_clear()
+
+
+def test_ogbn_names_without_ogb_say_what_to_install(without_ogb, tmp_path,
+                                                      capsys):
+    # Not "Unknown dataset 'ogbn-arxiv'", which the list of valid names
+    # beside it would contradict.
+    with pytest.raises(ModuleNotFoundError,
+                       match=r"need the `ogb` package.*pip install") as info:
+        load_dataset("ogbn-arxiv", tmp_path, download=False)
+    assert info.value.name == "ogb"
+    with pytest.raises(ModuleNotFoundError, match="pip install"):
+        data_module._ogb_evaluator("ogbn-arxiv")
+    # The listing still covers every name, ogbn-* as not loadable.
+    status = {name: (ok, where) for name, ok, where in dataset_status(
+        tmp_path)}
+    assert list(status) == list(DATASETS)
+    assert not status["ogbn-arxiv"][0]
+    assert "pip install" in status["ogbn-arxiv"][1]
+    assert status["csbm"][0]
+    from gnn_center.cli import main
+    assert main(["train", "--dataset", "ogbn-arxiv", "--method", "gcn",
+                 "--layers", "2", "--root", str(tmp_path), "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert "need the `ogb` package" in captured.out + captured.err
+
+
 @pytest.mark.parametrize("name,split,choices", [
     ("cora", "geom-gcn", "public, full, random"),
     ("texas", "public", "geom-gcn"),

@@ -37,6 +37,17 @@ def test_record_fields():
         assert key in record, key
     assert record["model_options"]["hidden_channels"] == 8
     assert record["model_options"]["center"] == "spectral"
+    # What a rerun needs to reproduce a deep run to the last digit.
+    env = record["environment"]
+    assert env["threads"] == str(torch.get_num_threads())
+    assert env["cpu"] and env["torch"] == torch.__version__
+    assert env["gpu"] == ("none" if not torch.cuda.is_available()
+                          else torch.cuda.get_device_name())
+    try:
+        import torch_scatter
+        assert env["torch_scatter"] == torch_scatter.__version__
+    except ImportError:
+        assert env["torch_scatter"] == "not installed"
     assert record["status"] == "ok" and record["error"] is None
     assert len(record["layer_metrics"]["dirichlet_energy"]) == 4
     assert 0.0 <= record["test_acc"] <= 1.0

@@ -295,6 +295,8 @@ def environment() -> Dict[str, str]:
                 machine=platform.machine(),
                 processor=platform.processor() or platform.machine(),
                 cpu=_cpu_model(),
+                # The instruction set torch's CPU kernels were picked for.
+                cpu_capability=torch.backends.cpu.get_cpu_capability(),
                 threads=str(torch.get_num_threads()),
                 gpu=(torch.cuda.get_device_name()
                      if torch.cuda.is_available() else "none"))

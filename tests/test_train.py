@@ -41,6 +41,7 @@ def test_record_fields():
     env = record["environment"]
     assert env["threads"] == str(torch.get_num_threads())
     assert env["cpu"] and env["torch"] == torch.__version__
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert env["gpu"] == ("none" if not torch.cuda.is_available()
                           else torch.cuda.get_device_name())
     try:

@@ -282,11 +282,10 @@ def environment() -> Dict[str, str]:
     # The thread count and processor model are here because deep stacks
     # amplify rounding: the same cell gives different figures with a
     # different summation order.
-    try:
+    scatter = "not installed"
+    if torch_geometric.typing.WITH_TORCH_SCATTER:  # PyG's own check
         import torch_scatter
         scatter = torch_scatter.__version__
-    except ImportError:
-        scatter = "not installed"
     return dict(gnn_center=gnn_center.__version__,
                 torch=torch.__version__,
                 torch_geometric=torch_geometric.__version__,

@@ -11,9 +11,12 @@ a line cut short by a crash is ignored. Runs that raise are written to
 import json
 import multiprocessing
 import os
+import signal
+import threading
 import traceback
 import warnings
 from collections import OrderedDict
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -118,6 +121,38 @@ def run_cell(cell: Cell, root: Optional[str] = None,
 
 def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
+    # Ctrl-C reaches the whole process group; the parent alone handles it
+    # (see _stop_workers), so a worker is not left half-way through a queue.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextmanager
+def _sigint_ignored():
+    r"""Ignores SIGINT in the block (when run in the main thread, the only
+    one that may set signal handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    r"""Shuts ``pool`` down without waiting for the tasks it is running."""
+    # Before Python 3.14 (terminate_workers) the pool has no public way to
+    # stop a running task, so its worker processes are terminated.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=10)
+    # The manager thread sees the workers gone and ends; left running, it
+    # would keep the interpreter from exiting.
+    pool.shutdown(wait=True)
 
 
 @dataclass
@@ -191,21 +226,33 @@ def run_sweep(config: ExperimentConfig, jobs: int = 1,
         else:
             threads = max(1, (os.cpu_count() or 1) // jobs)
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(jobs, mp_context=context,
-                                     initializer=_init_worker,
-                                     initargs=(threads, )) as pool:
-                futures = {pool.submit(run_cell, cell, config.root,
-                                       config.layer_metrics) for cell in todo}
-                try:
-                    while futures:
-                        done, futures = wait(futures,
-                                             return_when=FIRST_COMPLETED)
-                        for future in done:
-                            store(future.result())
-                except BaseException:
+            pool = ProcessPoolExecutor(jobs, mp_context=context,
+                                       initializer=_init_worker,
+                                       initargs=(threads, ))
+            futures = {pool.submit(run_cell, cell, config.root,
+                                   config.layer_metrics) for cell in todo}
+            done = set()
+            try:
+                while futures:
+                    done, futures = wait(futures, return_when=FIRST_COMPLETED)
+                    while done:
+                        store(done.pop().result())
+            except BaseException:
+                # Keep every run that finished, then stop the runs in flight
+                # at once: leaving the pool the usual way would wait for
+                # them (minutes each at depth) only to discard them. A second
+                # SIGINT (Ctrl-C twice, or `timeout` signalling the process
+                # and then its group) must not cut this short.
+                with _sigint_ignored():
                     for future in futures:
                         future.cancel()
-                    raise
+                    for future in done | futures:
+                        if (future.done() and not future.cancelled()
+                                and future.exception() is None):
+                            store(future.result())
+                    _stop_workers(pool)
+                raise
+            pool.shutdown()
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:

@@ -124,6 +124,10 @@ def _init_worker(threads: int) -> None:
     # Ctrl-C reaches the whole process group; the parent alone handles it
     # (see _stop_workers), so a worker is not left half-way through a queue.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Workers draw no progress bars; a thread lock spares each the named
+    # semaphore tqdm would create, which leaks (with a warning at exit)
+    # when _stop_workers terminates the worker.
+    tqdm.set_lock(threading.RLock())
 
 
 @contextmanager

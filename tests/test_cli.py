@@ -139,6 +139,39 @@ def test_parallel_jobs(tmp_path):
         (m, d) for m in ("gcn", "centered") for d in (2, 4))
 
 
+@pytest.mark.slow
+def test_parallel_sweep_stops_at_once_on_sigint(tmp_path):
+    # gcn finishes in seconds; "long" would train for many minutes.
+    config = write_config(
+        tmp_path, methods=["gcn", "long"], depths=[2], seeds=[0],
+        variants={"long": {"method": "gcn", "train": {
+            "max_epochs": 1000000, "patience": 1000000}}})
+    results = tmp_path / "out" / "results.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gnn_center.cli", "sweep", str(config),
+         "--jobs", "2", "--quiet", "--no-report"], cwd=tmp_path,
+        env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+        # A shell without job control starts background jobs with SIGINT
+        # ignored; the sweep must see it as a terminal would send it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 240
+    while time.time() < deadline and not (results.exists()
+                                          and read_lines(results)):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # to the sweep alone, not its workers
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the sweep waited for the run in flight")
+    assert proc.returncode == 130, err
+    assert [r["method"] for r in read_lines(results)] == ["gcn"]
+    assert "interrupted: re-run the same command to resume" in out
+    # Neither a traceback nor the resource tracker's leak warning.
+    assert "Traceback" not in err and "leaked" not in err, err
+
+
 def test_train_prints_metrics(tmp_path, capsys):
     out = tmp_path / "one.jsonl"
     code = main(["train", "--dataset", "csbm", "--method", "centered",

@@ -149,14 +149,19 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
     # Before Python 3.14 (terminate_workers) the pool has no public way to
     # stop a running task, so its worker processes are terminated.
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         process.terminate()
     for process in processes:
         process.join(timeout=10)
-    # The manager thread sees the workers gone and ends; left running, it
-    # would keep the interpreter from exiting.
-    pool.shutdown(wait=True)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    # The manager thread sees the workers gone, settles their futures and
+    # ends; left running, it would keep the interpreter from exiting.
+    if manager is not None:
+        manager.join(timeout=10)
 
 
 @dataclass
@@ -233,28 +238,30 @@ def run_sweep(config: ExperimentConfig, jobs: int = 1,
             pool = ProcessPoolExecutor(jobs, mp_context=context,
                                        initializer=_init_worker,
                                        initargs=(threads, ))
-            futures = {pool.submit(run_cell, cell, config.root,
-                                   config.layer_metrics) for cell in todo}
-            done = set()
+            futures, done = set(), set()
             try:
+                futures = {pool.submit(run_cell, cell, config.root,
+                                       config.layer_metrics) for cell in todo}
                 while futures:
                     done, futures = wait(futures, return_when=FIRST_COMPLETED)
                     while done:
                         store(done.pop().result())
             except BaseException:
-                # Keep every run that finished, then stop the runs in flight
-                # at once: leaving the pool the usual way would wait for
-                # them (minutes each at depth) only to discard them. A second
+                # Stop the runs in flight at once (leaving the pool the usual
+                # way would wait for them, minutes each at depth, only to
+                # discard them), then keep every run that finished. A second
                 # SIGINT (Ctrl-C twice, or `timeout` signalling the process
                 # and then its group) must not cut this short.
                 with _sigint_ignored():
                     for future in futures:
                         future.cancel()
-                    for future in done | futures:
-                        if (future.done() and not future.cancelled()
-                                and future.exception() is None):
-                            store(future.result())
-                    _stop_workers(pool)
+                    try:
+                        _stop_workers(pool)
+                    finally:
+                        for future in done | futures:
+                            if (future.done() and not future.cancelled()
+                                    and future.exception() is None):
+                                store(future.result())
                 raise
             pool.shutdown()
     except KeyboardInterrupt:

@@ -140,7 +140,8 @@ def test_parallel_jobs(tmp_path):
 
 
 @pytest.mark.slow
-def test_parallel_sweep_stops_at_once_on_sigint(tmp_path):
+@pytest.mark.parametrize("target", ["process", "group"])
+def test_parallel_sweep_stops_at_once_on_sigint(tmp_path, target):
     # gcn finishes in seconds; "long" would train for many minutes.
     config = write_config(
         tmp_path, methods=["gcn", "long"], depths=[2], seeds=[0],
@@ -151,7 +152,7 @@ def test_parallel_sweep_stops_at_once_on_sigint(tmp_path):
         [sys.executable, "-m", "gnn_center.cli", "sweep", str(config),
          "--jobs", "2", "--quiet", "--no-report"], cwd=tmp_path,
         env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
+        text=True, start_new_session=True,
         # A shell without job control starts background jobs with SIGINT
         # ignored; the sweep must see it as a terminal would send it.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -159,17 +160,32 @@ def test_parallel_sweep_stops_at_once_on_sigint(tmp_path):
     while time.time() < deadline and not (results.exists()
                                           and read_lines(results)):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)  # to the sweep alone, not its workers
+    if target == "group":  # Ctrl-C in a terminal
+        os.killpg(proc.pid, signal.SIGINT)
+    else:  # `kill -INT <pid>`: the sweep alone, not its workers
+        proc.send_signal(signal.SIGINT)
     try:
         out, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)  # its workers too
+        proc.wait()
         pytest.fail("the sweep waited for the run in flight")
     assert proc.returncode == 130, err
     assert [r["method"] for r in read_lines(results)] == ["gcn"]
     assert "interrupted: re-run the same command to resume" in out
     # Neither a traceback nor the resource tracker's leak warning.
     assert "Traceback" not in err and "leaked" not in err, err
+    # No worker left behind in the sweep's process group.
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("a worker outlived the sweep")
 
 
 def test_train_prints_metrics(tmp_path, capsys):

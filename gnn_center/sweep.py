@@ -253,8 +253,6 @@ def run_sweep(config: ExperimentConfig, jobs: int = 1,
                 # SIGINT (Ctrl-C twice, or `timeout` signalling the process
                 # and then its group) must not cut this short.
                 with _sigint_ignored():
-                    for future in futures:
-                        future.cancel()
                     try:
                         _stop_workers(pool)
                     finally:

@@ -3,6 +3,7 @@ validated on load.
 
 .. code-block:: yaml
 
+    include: common/base.yaml    # optional: file(s) this one builds on
     name: quick-cora             # default: the file name without .yaml
     output_dir: runs/quick-cora  # default: runs/<name>
     root: null                   # dataset root; default: $GNN_CENTER_DATA,
@@ -10,9 +11,9 @@ validated on load.
     datasets: [cora]
     methods: [gcn, centered, centered-spectral]
     depths: [2, 8, 32, 128]
-    seeds: [0, 1, 2]
+    seeds: [0, 1, 2]             # each in 0 .. 2**32 - 1
     layer_metrics: true          # record per-layer oversmoothing measures
-    data:  {split: public}       # options of gnn_center.data.load_dataset
+    data:  {split: public}       # fields of gnn_center.data.DataOptions
     model: {hidden_channels: 64} # fields of gnn_center.nn.ModelOptions
     train: {lr: 0.01}            # fields of gnn_center.train.TrainOptions
     dataset_options:             # per dataset: data/model/train overrides
@@ -22,51 +23,41 @@ validated on load.
     variants:                    # named methods: a method plus overrides
       spectral-rescale: {method: centered-spectral, model: {rescale: true}}
 
-Defaults live where the options are defined (:class:`ModelOptions`,
-:class:`TrainOptions`, :data:`DATA_OPTIONS`); later sections override
-earlier ones: ``data``/``model``/``train`` < ``dataset_options`` <
-``method_options`` of the method a variant builds on < ``variants`` <
-``method_options`` of the name itself. A variant's name can stand in
-``methods`` like a method's; its records carry the variant name as
-``method`` and the method it builds on as ``base_method``. ``split_index: seed`` uses the run's seed modulo 10,
-so that seeds walk through the 10 geom-gcn splits.
+Defaults live where the options are defined (:class:`DataOptions`,
+:class:`ModelOptions`, :class:`TrainOptions`), and so do the range checks,
+which the loader runs for every dataset, method, depth and seed of the
+config; the loader itself checks only types (accepting YAML's ``5e-4``,
+a string, for a float) and the lists (not empty, no value twice). Later
+sections override earlier ones: ``data``/``model``/``train`` <
+``dataset_options`` < ``method_options`` of the method a variant builds
+on < ``variants`` < ``method_options`` of the name itself. A variant's
+name can stand in ``methods`` like a method's; its records carry the
+variant name as ``method`` and the method it builds on as
+``base_method``. ``split_index: seed`` uses the run's seed modulo 10, so
+that seeds walk through the 10 geom-gcn splits.
+
+``include`` reads other config files first and merges this one over
+them (see :mod:`gnn_center.config_files`); ``name`` defaults to the name
+of the file given to :func:`load_config`.
 """
 import hashlib
-import math
 import json
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
-import yaml
-
-from gnn_center.data import DATASETS, NUM_GEOM_GCN_SPLITS
+from gnn_center.config_files import ConfigError, coerce, read_config_file
+from gnn_center.data import DATASETS, NUM_GEOM_GCN_SPLITS, DataOptions
 from gnn_center.nn.models import METHODS, ModelOptions, resolve_options
 from gnn_center.train import TrainOptions
 
-# Options of load_dataset (defaults are in its signature and CSBM_DEFAULTS).
-DATA_OPTIONS: Dict[str, Any] = {
-    "split": Optional[str],
-    "split_index": Union[int, str],  # an index or "seed"
-    "normalize_features": bool,
-    "download": bool,
-    "num_nodes": int,
-    "num_classes": int,
-    "p_intra": Optional[float],
-    "p_inter": Optional[float],
-    "feature_dim": int,
-    "snr": float,
-}
-
-TOP_LEVEL = ("name", "output_dir", "root", "datasets", "methods", "depths",
-             "seeds", "layer_metrics", "data", "model", "train",
+#: The top-level keys of a config file.
+TOP_LEVEL = ("include", "name", "output_dir", "root", "datasets", "methods",
+             "depths", "seeds", "layer_metrics", "data", "model", "train",
              "dataset_options", "method_options", "variants")
-
-
-class ConfigError(ValueError):
-    r"""A config that cannot be used; the message names the file and the
-    key."""
+#: Seeds torch and numpy both accept: ``0 <= seed < SEED_LIMIT``.
+SEED_LIMIT = 2 ** 32
 
 
 def _dataclass_types(cls) -> Dict[str, Any]:
@@ -75,55 +66,12 @@ def _dataclass_types(cls) -> Dict[str, Any]:
 
 
 SECTION_TYPES = {
-    "data": DATA_OPTIONS,
+    # split_index may also be "seed", resolved per run.
+    "data": dict(_dataclass_types(DataOptions),
+                 split_index=Union[int, str]),
     "model": _dataclass_types(ModelOptions),
     "train": _dataclass_types(TrainOptions),
 }
-
-
-def _type_name(tp) -> str:
-    args = typing.get_args(tp)
-    if args:
-        return " or ".join(_type_name(a) for a in args)
-    return "null" if tp is type(None) else tp.__name__
-
-
-def _coerce(value, tp, where: str):
-    r"""Checks ``value`` against ``tp``; YAML reads ``5e-4`` (no dot) as a
-    string, so numbers in strings are accepted for float fields."""
-    args = typing.get_args(tp)
-    if args:  # Optional[...] / Union[...]
-        for arg in args:
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got "
-                          f"{value!r}")
-    if tp is type(None):
-        if value is None:
-            return None
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        number = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):
-            try:
-                number = float(value)
-            except ValueError:
-                pass
-        if number is not None and math.isfinite(number):
-            return number
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -210,13 +158,22 @@ class ExperimentConfig:
                                    train, self.base_method(method))
 
 
-def _as_list(value, where: str, item_type) -> list:
+def _as_list(value, where: str, item_type, normalize=None) -> list:
+    r"""A non-empty list of ``item_type`` without repeats (a single value
+    stands for a list of one)."""
     if not isinstance(value, list):
         value = [value]
     if not value:
         raise ConfigError(f"{where}: must not be empty")
-    return [_coerce(v, item_type, f"{where}[{i}]")
-            for i, v in enumerate(value)]
+    out = []
+    for i, item in enumerate(value):
+        item = coerce(item, item_type, f"{where}[{i}]")
+        item = normalize(item) if normalize else item
+        if item in out:  # a repeat would run the same cells again
+            raise ConfigError(f"{where}[{i}]: {item!r} is listed twice; "
+                              f"list each value once")
+        out.append(item)
+    return out
 
 
 def _check_section(values, section: str, where: str) -> Dict[str, Any]:
@@ -231,7 +188,7 @@ def _check_section(values, section: str, where: str) -> Dict[str, Any]:
         if key not in types:
             raise ConfigError(f"{where}.{key}: unknown {section} option; "
                               f"valid: {', '.join(types)}")
-        out[key] = _coerce(value, types[key], f"{where}.{key}")
+        out[key] = coerce(value, types[key], f"{where}.{key}")
     split_index = out.get("split_index")
     if isinstance(split_index, str) and split_index != "seed":
         raise ConfigError(f"{where}.split_index: expected an integer or "
@@ -298,6 +255,77 @@ def _valid_dataset(name: str) -> bool:
     return name in DATASETS or name.startswith("ogbn-")
 
 
+def _check_ranges(config: ExperimentConfig, source: str) -> None:
+    r"""Range checks by the code that owns each option, for every
+    combination the sweep will run."""
+    for dataset in config.datasets:
+        _check_data(config, dataset, source)
+        for method in config.methods:
+            _, model, train = config.options_for(dataset, method,
+                                                 config.seeds[0])
+            for depth in config.depths:
+                try:
+                    resolve_options(config.base_method(method), depth,
+                                    **model)
+                except ValueError as err:
+                    raise ConfigError(f"{source}: {dataset}/{method}/depth "
+                                      f"{depth}: {err}") from None
+            try:
+                TrainOptions(**train)
+            except ValueError as err:
+                raise ConfigError(f"{source}: train ({dataset}/{method}): "
+                                  f"{err}") from None
+
+
+def _check_data(config: ExperimentConfig, dataset: str, source: str):
+    r"""Checks the data options of ``dataset`` for each seed (they depend
+    on the seed through ``split_index: seed``, not on the method), naming
+    the section a bad value comes from."""
+    override = config.dataset_options.get(dataset, {}).get("data", {})
+    checked = set()
+    for seed in config.seeds:
+        data = config.options_for(dataset, config.methods[0], seed)[0]
+        if json.dumps(data, sort_keys=True) in checked:
+            continue
+        checked.add(json.dumps(data, sort_keys=True))
+        for key, value in data.items():
+            section = f"dataset_options.{dataset}.data" if key in override \
+                else "data"
+            try:
+                DataOptions(**{key: value}).check_for(dataset)
+            except ValueError as err:
+                raise ConfigError(f"{source}: {section}.{key}: {err}") \
+                    from None
+        try:  # what no single option shows
+            DataOptions(**data).check_for(dataset)
+        except ValueError as err:
+            raise ConfigError(f"{source}: data of {dataset}: {err}") from None
+
+
+def _check_lists(raw, where, variants) -> Tuple[list, list, list, list]:
+    r"""The datasets, methods, depths and seeds of a config."""
+    datasets = _as_list(raw["datasets"], where("datasets"), str, str.lower)
+    for i, name in enumerate(datasets):
+        if not _valid_dataset(name):
+            raise ConfigError(f"{where(f'datasets[{i}]')}: unknown dataset "
+                              f"{name!r}; choose from "
+                              f"{', '.join(DATASETS)} or ogbn-*")
+    methods = _as_list(raw["methods"], where("methods"), str)
+    for i, name in enumerate(methods):
+        if name not in METHODS and name not in variants:
+            known = ", ".join(list(METHODS) + list(variants))
+            raise ConfigError(f"{where(f'methods[{i}]')}: unknown method "
+                              f"{name!r}; choose from {known}")
+    depths = _as_list(raw["depths"], where("depths"), int)
+    seeds = _as_list(raw.get("seeds", [0]), where("seeds"), int)
+    for i, seed in enumerate(seeds):
+        if not 0 <= seed < SEED_LIMIT:
+            raise ConfigError(f"{where(f'seeds[{i}]')}: seed {seed} is out "
+                              f"of range 0 to 2**32 - 1, the seeds torch "
+                              f"and numpy accept")
+    return datasets, methods, depths, seeds
+
+
 def config_from_dict(raw: Dict[str, Any], source: str = "<dict>",
                      default_name: str = "experiment") -> ExperimentConfig:
     r"""Validates a config given as a mapping (as read from YAML)."""
@@ -305,6 +333,9 @@ def config_from_dict(raw: Dict[str, Any], source: str = "<dict>",
         raise ConfigError(f"{source}: expected a mapping of keys at the top "
                           f"level, got {type(raw).__name__}")
     where = lambda key: f"{source}: {key}"  # noqa: E731
+    if "include" in raw:
+        raise ConfigError(f"{where('include')}: only in a config file read "
+                          f"by load_config (paths are relative to it)")
     unknown = [k for k in raw if k not in TOP_LEVEL]
     if unknown:
         raise ConfigError(f"{where(unknown[0])}: unknown key; valid keys: "
@@ -314,32 +345,18 @@ def config_from_dict(raw: Dict[str, Any], source: str = "<dict>",
             raise ConfigError(f"{where(key)}: missing (required: datasets, "
                               f"methods, depths)")
 
-    datasets = [d.lower() for d in _as_list(raw["datasets"],
-                                            where("datasets"), str)]
-    for i, name in enumerate(datasets):
-        if not _valid_dataset(name):
-            raise ConfigError(f"{where(f'datasets[{i}]')}: unknown dataset "
-                              f"{name!r}; choose from "
-                              f"{', '.join(DATASETS)} or ogbn-*")
     variants = _check_variants(raw.get("variants"), where("variants"))
-    methods = _as_list(raw["methods"], where("methods"), str)
-    for i, name in enumerate(methods):
-        if name not in METHODS and name not in variants:
-            known = ", ".join(list(METHODS) + list(variants))
-            raise ConfigError(f"{where(f'methods[{i}]')}: unknown method "
-                              f"{name!r}; choose from {known}")
-    depths = _as_list(raw["depths"], where("depths"), int)
-    seeds = _as_list(raw.get("seeds", [0]), where("seeds"), int)
+    datasets, methods, depths, seeds = _check_lists(raw, where, variants)
 
     name = raw.get("name", default_name)
-    name = _coerce(name, str, where("name"))
+    name = coerce(name, str, where("name"))
     output_dir = raw.get("output_dir") or f"runs/{name}"
     config = ExperimentConfig(
         name=name,
-        output_dir=Path(_coerce(output_dir, str, where("output_dir"))),
+        output_dir=Path(coerce(output_dir, str, where("output_dir"))),
         datasets=datasets, methods=methods, depths=depths, seeds=seeds,
-        root=_coerce(raw.get("root"), Optional[str], where("root")),
-        layer_metrics=_coerce(raw.get("layer_metrics", True), bool,
+        root=coerce(raw.get("root"), Optional[str], where("root")),
+        layer_metrics=coerce(raw.get("layer_metrics", True), bool,
                               where("layer_metrics")),
         data=_check_section(raw.get("data"), "data", where("data")),
         model=_check_section(raw.get("model"), "model", where("model")),
@@ -357,40 +374,21 @@ def config_from_dict(raw: Dict[str, Any], source: str = "<dict>",
             ("model", "train"), where("method_options")),
         variants=variants, source=source)
 
-    # Range checks by the code that owns each option, for every
-    # combination the sweep will run.
-    for dataset in datasets:
-        for method in methods:
-            _, model, train = config.options_for(dataset, method, seeds[0])
-            for depth in depths:
-                try:
-                    resolve_options(config.base_method(method), depth,
-                                    **model)
-                except ValueError as err:
-                    raise ConfigError(f"{source}: {dataset}/{method}/depth "
-                                      f"{depth}: {err}") from None
-            try:
-                TrainOptions(**train)
-            except ValueError as err:
-                raise ConfigError(f"{source}: train ({dataset}/{method}): "
-                                  f"{err}") from None
+    _check_ranges(config, source)
     return config
 
 
 def load_config(path: Union[str, Path]) -> ExperimentConfig:
-    r"""Reads and validates a YAML experiment config."""
+    r"""Reads and validates a YAML experiment config and the files it
+    includes (see :mod:`gnn_center.config_files`)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
+    raw, included = read_config_file(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark \
-            else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(f"{path}: malformed YAML{at}: {problem}") from None
-    if raw is None:
-        raise ConfigError(f"{path}: the file is empty")
-    return config_from_dict(raw, source=str(path), default_name=path.stem)
-
+        return config_from_dict(raw, source=str(path),
+                                default_name=path.stem)
+    except ConfigError as err:
+        if not included:
+            raise
+        raise ConfigError(f"{err} (the key may come from an included file: "
+                          f"{', '.join(dict.fromkeys(map(str, included)))})") \
+            from None

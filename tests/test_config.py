@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,170 @@ def test_variant_errors(tmp_path, variants, message):
         BASE, methods=list(variants), variants=variants)))
     with pytest.raises(ConfigError, match=message):
         load_config(path)
+
+
+# The data section: checked at load by DataOptions, for every dataset.
+
+@pytest.mark.parametrize("change,message", [
+    ({"data": {"split_index": 12, "split": "bogus"}},  # YAML sorts keys
+     r"data\.split: Unknown split 'bogus' for dataset 'csbm'"),
+    ({"data": {"split_index": 12}},
+     r"data\.split_index: split_index=12 is out of range"),
+    ({"data": {"split": "bogus"}},
+     r"data\.split: Unknown split 'bogus' for dataset 'csbm'"),
+    ({"data": {"snr": -1}}, r"data\.snr: snr=-1\.0 must not be negative"),
+    ({"data": {"num_classes": 1}}, r"data\.num_classes: num_classes=1 must"),
+    ({"data": {"p_intra": "2e0"}}, r"data\.p_intra: p_intra=2\.0 is outside"),
+    ({"dataset_options": {"csbm": {"data": {"split": "public"}}}},
+     r"dataset_options\.csbm\.data\.split: Unknown split 'public'"),
+    ({"datasets": ["csbm", "cora"], "data": {"num_nodes": 50}},
+     r"data\.num_nodes: option\(s\) num_nodes only apply to dataset 'csbm'"),
+])
+def test_data_section_is_checked_on_load(tmp_path, change, message):
+    path = write(tmp_path, yaml.safe_dump(dict(BASE, **change)))
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_data_section_accepts_yaml_strings_and_split_index_seed(tmp_path):
+    path = write(tmp_path, yaml.safe_dump(dict(
+        BASE, datasets=["chameleon", "csbm"], seeds=[0, 17],
+        data={"snr": "5e-1"},  # YAML reads this as a string
+        dataset_options={"chameleon": {"data": {"split_index": "seed",
+                                                "snr": None}}})))
+    cells = list(load_config(path).cells())
+    by = {(c.dataset, c.seed): c.data_options for c in cells}
+    assert by["csbm", 0] == {"snr": 0.5}
+    assert by["chameleon", 17] == {"snr": None, "split_index": 7}
+
+
+def test_data_options_types_follow_the_dataclass():
+    from dataclasses import fields
+
+    from gnn_center.config import SECTION_TYPES
+    from gnn_center.data import DataOptions
+    assert list(SECTION_TYPES["data"]) == [f.name for f in
+                                           fields(DataOptions)]
+
+
+# Lists: no duplicates; seeds in the range torch and numpy accept.
+
+@pytest.mark.parametrize("change,message", [
+    ({"methods": ["gcn", "gcn"]}, r"methods\[1\]: 'gcn' is listed twice"),
+    ({"seeds": [0, 1, 0]}, r"seeds\[2\]: 0 is listed twice"),
+    ({"depths": [2, 4, 2]}, r"depths\[2\]: 2 is listed twice"),
+    ({"datasets": ["csbm", "CSBM"]}, r"datasets\[1\]: 'csbm' is listed twice"),
+    ({"seeds": [-1]}, r"seeds\[0\]: seed -1 is out of range 0 to 2\*\*32 - 1"),
+    ({"seeds": [0, 2 ** 32]}, r"seeds\[1\]: seed 4294967296 is out of range"),
+    ({"depths": [0]}, "num_layers=0 is out of range"),
+])
+def test_lists_are_checked(tmp_path, change, message):
+    path = write(tmp_path, yaml.safe_dump(dict(BASE, **change)))
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_largest_seed_is_accepted(tmp_path):
+    path = write(tmp_path, yaml.safe_dump(dict(BASE, seeds=[2 ** 32 - 1])))
+    assert load_config(path).seeds == [2 ** 32 - 1]
+
+
+def test_directory_is_reported_as_a_directory(tmp_path):
+    write(tmp_path, yaml.safe_dump(BASE), name="a.yaml")
+    with pytest.raises(ConfigError, match="is a directory, not a config "
+                                          "file.*a.yaml"):
+        load_config(tmp_path)
+
+
+# include: configs share blocks.
+
+def test_include_merges_deeply_and_the_including_file_wins(tmp_path):
+    (tmp_path / "common").mkdir()
+    write(tmp_path / "common", yaml.safe_dump(dict(
+        methods=["gcn", "centered"], depths=[2, 4, 8],
+        model={"hidden_channels": 32, "dropout": 0.3},
+        method_options={"centered": {"model": {"dropout": 0.1},
+                                     "train": {"lr": 0.1}}})),
+        name="base.yaml")
+    path = write(tmp_path, yaml.safe_dump(dict(
+        include="common/base.yaml", datasets=["csbm"], depths=[2],
+        model={"dropout": 0.4},
+        method_options={"centered": {"train": {"lr": 0.2}}})))
+    config = load_config(path)
+    assert config.name == "exp"  # the including file's name
+    assert config.depths == [2]  # lists are replaced, not joined
+    assert config.model == {"hidden_channels": 32, "dropout": 0.4}
+    assert config.method_options == {"centered": {
+        "model": {"dropout": 0.1}, "train": {"lr": 0.2}}}
+
+
+def test_includes_chain_in_order(tmp_path):
+    write(tmp_path, "model: {dropout: 0.1, hidden_channels: 8}\n", "a.yaml")
+    write(tmp_path, "include: a.yaml\nmodel: {dropout: 0.2}\n", "b.yaml")
+    write(tmp_path, "model: {dropout: 0.3}\n", "c.yaml")
+    path = write(tmp_path, yaml.safe_dump(dict(
+        BASE, include=["b.yaml", "c.yaml"])))
+    assert load_config(path).model == {"dropout": 0.3, "hidden_channels": 8}
+
+
+@pytest.mark.parametrize("files,message", [
+    ({"a.yaml": "include: b.yaml\n", "b.yaml": "include: a.yaml\n"},
+     r"include cycle: .*exp\.yaml -> .*a\.yaml -> .*b\.yaml -> .*a\.yaml"),
+    ({}, r"exp\.yaml: include\[0\]: .*missing\.yaml: no such config file"),
+    ({"a.yaml": "model: [1]\n"}, "model: expected a mapping"),
+    ({"a.yaml": "- 1\n"}, r"a\.yaml: expected a mapping of keys"),
+])
+def test_include_errors(tmp_path, files, message):
+    for name, text in files.items():
+        write(tmp_path, text, name)
+    include = ["a.yaml"] if files else ["missing.yaml"]
+    path = write(tmp_path, yaml.safe_dump(dict(BASE, include=include)))
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+@pytest.mark.parametrize("include", [3, [], ["a.yaml", None]])
+def test_include_must_name_files(tmp_path, include):
+    path = write(tmp_path, yaml.safe_dump(dict(BASE, include=include)))
+    with pytest.raises(ConfigError, match=r"exp\.yaml: include"):
+        load_config(path)
+
+
+def test_include_needs_a_file():
+    with pytest.raises(ConfigError, match="include: only in a config file"):
+        config_from_dict(dict(BASE, include="a.yaml"), source="x")
+
+
+# The committed results stay complete: every cell of these configs is in
+# its results file, so that resuming the sweep runs nothing.
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = {f"full-{name}.yaml": f"full/{name}"
+             for name in ("cora", "citeseer", "chameleon", "photo")}
+COMMITTED.update({
+    "quick-cora.yaml": "quick-cora",
+    "deep-training-cora.yaml": "deep_training/cora",
+    "deep-training-cora-extra.yaml": "deep_training/cora",
+    "deep-training-others.yaml": "deep_training/others",
+    "gcnii-chameleon.yaml": "gcnii-chameleon",
+})
+
+
+@pytest.mark.parametrize("config_name", sorted(COMMITTED))
+def test_committed_results_hold_every_cell(config_name):
+    results = ROOT / "experiments" / "results" / COMMITTED[config_name] / \
+        "results.jsonl"
+    keys = {json.loads(line)["key"]
+            for line in results.read_text().splitlines() if line.strip()}
+    cells = list(load_config(ROOT / "configs" / config_name).cells())
+    missing = [str(cell) for cell in cells if cell.key not in keys]
+    assert cells and not missing, f"{len(missing)} cells to run: {missing[:5]}"
+
+
+def test_full_configs_share_one_block():
+    for name in COMMITTED:
+        if name.startswith("full-"):
+            raw = yaml.safe_load((ROOT / "configs" / name).read_text())
+            assert raw["include"] == "common/full-baselines.yaml"
+            assert "method_options" not in raw

@@ -281,6 +281,12 @@ def _check_data(config: ExperimentConfig, dataset: str, source: str):
     r"""Checks the data options of ``dataset`` for each seed (they depend
     on the seed through ``split_index: seed``, not on the method), naming
     the section a bad value comes from."""
+    try:
+        DataOptions().check_for(dataset)
+    except ImportError:  # ogbn-* without ogb: the run says what to install
+        return
+    except ValueError as err:  # e.g. an ogbn-* name OGB does not know
+        raise ConfigError(f"{source}: datasets: {err}") from None
     override = config.dataset_options.get(dataset, {}).get("data", {})
     checked = set()
     for seed in config.seeds:
@@ -291,15 +297,20 @@ def _check_data(config: ExperimentConfig, dataset: str, source: str):
         for key, value in data.items():
             section = f"dataset_options.{dataset}.data" if key in override \
                 else "data"
-            try:
-                DataOptions(**{key: value}).check_for(dataset)
-            except ValueError as err:
-                raise ConfigError(f"{source}: {section}.{key}: {err}") \
-                    from None
-        try:  # what no single option shows
-            DataOptions(**data).check_for(dataset)
-        except ValueError as err:
-            raise ConfigError(f"{source}: data of {dataset}: {err}") from None
+            problem = _data_problem(dataset, {key: value})
+            if problem:
+                raise ConfigError(f"{source}: {section}.{key}: {problem}")
+        problem = _data_problem(dataset, data)  # what no option shows alone
+        if problem:
+            raise ConfigError(f"{source}: data of {dataset}: {problem}")
+
+
+def _data_problem(dataset: str, options: Dict[str, Any]) -> Optional[str]:
+    try:
+        DataOptions(**options).check_for(dataset)
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 def _check_lists(raw, where, variants) -> Tuple[list, list, list, list]:

@@ -61,6 +61,7 @@ def test_defaults_and_merging(tmp_path):
     ({"depths": []}, "depths: must not be empty"),
     ({"methods": ["gcn", "gin"]}, r"methods\[1\]: unknown method 'gin'"),
     ({"datasets": ["imagenet"]}, r"datasets\[0\]: unknown dataset"),
+    ({"datasets": ["ogbn-nope"]}, "datasets: Unknown dataset 'ogbn-nope'"),
     ({"seeds": ["a"]}, r"seeds\[0\]: expected int"),
     ({"data": {"split_index": "all"}}, "split_index: expected an integer"),
     ({"method_options": {"gat": {}}}, "method_options.gat: not one of"),
@@ -299,3 +300,17 @@ def test_full_configs_share_one_block():
             raw = yaml.safe_load((ROOT / "configs" / name).read_text())
             assert raw["include"] == "common/full-baselines.yaml"
             assert "method_options" not in raw
+
+
+
+def test_dataset_whose_package_is_missing_is_left_to_the_run(tmp_path,
+                                                             monkeypatch):
+    # ogbn-* without ogb: loading the dataset says what to install.
+    import gnn_center.data as data_module
+
+    def without_ogb():
+        raise ModuleNotFoundError("no ogb", name="ogb")
+    monkeypatch.setattr(data_module, "_ogb_master", without_ogb)
+    path = write(tmp_path, yaml.safe_dump(dict(BASE, datasets=["ogbn-arxiv"],
+                                               data={"split": "official"})))
+    assert load_config(path).datasets == ["ogbn-arxiv"]

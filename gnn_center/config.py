@@ -27,7 +27,8 @@ Defaults live where the options are defined (:class:`DataOptions`,
 :class:`ModelOptions`, :class:`TrainOptions`), and so do the range checks,
 which the loader runs for every dataset, method, depth and seed of the
 config; the loader itself checks only types (accepting YAML's ``5e-4``,
-a string, for a float) and the lists (not empty, no value twice). Later
+a string, for a float) and the lists (not empty, no value twice, seeds
+in range). Later
 sections override earlier ones: ``data``/``model``/``train`` <
 ``dataset_options`` < ``method_options`` of the method a variant builds
 on < ``variants`` < ``method_options`` of the name itself. A variant's

@@ -850,3 +850,21 @@ def test_data_options_for_a_dataset():
         DataOptions(split="full").check_for("texas")
     with pytest.raises(ValueError, match="Unknown dataset 'coraa'"):
         DataOptions().check_for("coraa")
+
+
+def test_load_dataset_takes_data_options_whole():
+    from gnn_center.data import DataOptions
+    a = load_dataset("csbm", seed=3, num_nodes=400, snr=2.0)
+    b = load_dataset("csbm", seed=3,
+                     options=DataOptions(num_nodes=400, snr=2.0))
+    assert a.data.num_nodes == b.data.num_nodes == 400
+    for key in ("x", "edge_index", "train_mask"):
+        assert torch.equal(a.data[key], b.data[key])
+    with pytest.raises(TypeError, match="either options= or"):
+        load_dataset("csbm", options=DataOptions(), num_nodes=400)
+    with pytest.raises(TypeError, match="either options= or"):
+        load_dataset("cora", options=DataOptions(), split="full")
+    with pytest.raises(TypeError, match="must be a DataOptions"):
+        load_dataset("cora", options={"split": "full"})
+    with pytest.raises(ValueError, match="Unknown split"):
+        load_dataset("csbm", options=DataOptions(split="public"))

@@ -72,6 +72,7 @@ def load_dataset(
     seed: int = 0,
     normalize_features: bool = True,
     download: bool = True,
+    options: Optional[DataOptions] = None,
     **csbm_options,
 ) -> NodeTask:
     r"""Loads a node-classification dataset as a :class:`NodeTask`.
@@ -97,6 +98,9 @@ def load_dataset(
             giving up when a network operation blocks for
             :data:`DOWNLOAD_TIMEOUT` seconds (no retries).
             (default: :obj:`True`)
+        options (DataOptions, optional): All of the options above but
+            ``seed`` at once (e.g. a config's ``data:`` section), instead of
+            passing them one by one.
         **csbm_options: ``csbm`` only: ``num_nodes`` (1000), ``num_classes``
             (2), ``p_intra``, ``p_inter``, ``feature_dim`` (32), ``snr``
             (1.0); see :func:`~gnn_center.data.csbm.csbm`.
@@ -115,15 +119,16 @@ def load_dataset(
             names the files to check.
     """
     key = str(name).strip().lower()
-    unknown = sorted(set(csbm_options) - set(CSBM_DEFAULTS))
-    if unknown:
-        raise TypeError(
-            f"load_dataset() got unexpected keyword argument(s) "
-            f"{', '.join(unknown)}; the only options besides the named ones "
-            f"are those of 'csbm': {', '.join(CSBM_DEFAULTS)}")
-    options = DataOptions(split=split, split_index=split_index,
-                          normalize_features=normalize_features,
-                          download=download, **csbm_options)
+    if options is None:
+        options = _options(split, split_index, normalize_features, download,
+                           csbm_options)
+    elif not isinstance(options, DataOptions):
+        raise TypeError(f"options= must be a DataOptions, not "
+                        f"{type(options).__name__}")
+    elif (split, split_index, normalize_features, download,
+          csbm_options) != (None, 0, True, True, {}):
+        raise TypeError("load_dataset() takes either options= or the "
+                        "options one by one, not both")
     options.check_for(key)
     if key == "csbm":
         return csbm(seed=seed, **{**CSBM_DEFAULTS, **options.csbm_options()})
@@ -146,6 +151,19 @@ def load_dataset(
                     num_classes=num_classes, split=split_name,
                     ogb_name=source.cls_name if source.family == "ogbn"
                     else None)
+
+
+def _options(split, split_index, normalize_features, download,
+             csbm_options) -> DataOptions:
+    unknown = sorted(set(csbm_options) - set(CSBM_DEFAULTS))
+    if unknown:
+        raise TypeError(
+            f"load_dataset() got unexpected keyword argument(s) "
+            f"{', '.join(unknown)}; the only options besides the named ones "
+            f"are those of 'csbm': {', '.join(CSBM_DEFAULTS)}")
+    return DataOptions(split=split, split_index=split_index,
+                       normalize_features=normalize_features,
+                       download=download, **csbm_options)
 
 
 def _open_seeded(source: Source, work: Path, split: str, seed: int):

@@ -24,7 +24,9 @@ from torch_geometric.utils import (
     is_undirected,
 )
 
-import gnn_center.data as data_module
+import gnn_center.data.files as data_files
+import gnn_center.data.ogb as data_ogb
+import gnn_center.data.sizes as data_sizes
 from conftest import in_ci
 from gnn_center.data import (
     DATASETS,
@@ -298,7 +300,7 @@ def test_csbm_bad_options():
         load_dataset("csbm", p_intra=1.5)
     with pytest.raises(ValueError, match="Unknown split"):
         load_dataset("csbm", split="public")
-    with pytest.raises(TypeError, match="csbm"):
+    with pytest.raises(ValueError, match="only apply to dataset 'csbm'"):
         load_dataset("cora", num_nodes=10)
 
 
@@ -331,7 +333,7 @@ def test_evaluate_ogb_matches_plain_accuracy():
     assert 0.5 < expected < 0.8
     assert ogb_task.evaluate(pred, mask) == pytest.approx(expected)
     assert ogb_task.evaluate(pred, mask) == pytest.approx(expected)
-    assert data_module._ogb_evaluator.cache_info().hits >= 1
+    assert data_ogb.evaluator.cache_info().hits >= 1
 
 
 # Names, splits, roots, offline errors #######################################
@@ -355,15 +357,16 @@ def test_dataset_names():
 @pytest.fixture
 def without_ogb(monkeypatch):
     # As in an environment where `ogb` was never installed.
-    find_spec = data_module.importlib.util.find_spec
-    monkeypatch.setattr(data_module.importlib.util, "find_spec",
+    import importlib.util
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *args: None if name == "ogb"
                         else find_spec(name, *args))
     for module in ("ogb", "ogb.nodeproppred"):
         monkeypatch.setitem(sys.modules, module, None)  # -> ImportError
-    data_module._ogb_evaluator.cache_clear()
+    data_ogb.evaluator.cache_clear()
     yield
-    data_module._ogb_evaluator.cache_clear()
+    data_ogb.evaluator.cache_clear()
 
 
 def test_ogbn_names_without_ogb_say_what_to_install(without_ogb, tmp_path,
@@ -375,7 +378,7 @@ def test_ogbn_names_without_ogb_say_what_to_install(without_ogb, tmp_path,
         load_dataset("ogbn-arxiv", tmp_path, download=False)
     assert info.value.name == "ogb"
     with pytest.raises(ModuleNotFoundError, match="pip install"):
-        data_module._ogb_evaluator("ogbn-arxiv")
+        data_ogb.evaluator("ogbn-arxiv")
     # The listing still covers every name, ogbn-* as not loadable.
     status = {name: (ok, where) for name, ok, where in dataset_status(
         tmp_path)}
@@ -412,7 +415,7 @@ def test_cache_dir_precedence(monkeypatch, tmp_path):
     assert cache_dir() == tmp_path / "home" / ".cache" / "gnn-center"
 
 
-def test_root_precedence(monkeypatch, tmp_path):
+def test_root_precedence(monkeypatch, tmp_path, tiny_files):
     monkeypatch.setenv("GNN_CENTER_DATA", str(tmp_path / "env"))
     assert resolve_root(tmp_path / "arg") == tmp_path / "arg"
     assert resolve_root(str(tmp_path / "arg")) == tmp_path / "arg"
@@ -441,6 +444,13 @@ def test_offline_error_without_download(tmp_path):
                    "test.index"):
         assert f"Planetoid/PubMed/raw/ind.pubmed.{suffix}" in message
     assert "GNN_CENTER_DATA" in message and "download=False" in message
+    # How to point at the files, from the command line and from Python,
+    # with an absolute example path and what it must contain.
+    assert "--root /" in message and "root='/" in message
+    assert "GNN_CENTER_DATA=/" in message
+    assert "<root>/Planetoid/PubMed/raw/ind.pubmed.x" in message
+    assert "/Planetoid/PubMed/raw/ind.pubmed.x exists" in message
+    assert "root=..." not in message
     assert listing(tmp_path) == {}
 
     with pytest.raises(DatasetNotFoundError) as info:
@@ -470,7 +480,7 @@ def test_offline_error_when_download_hangs(monkeypatch, tmp_path,
                                            use_root):
     import torch_geometric.datasets as datasets
     monkeypatch.setattr(getattr(datasets, cls), "url", silent_server)
-    monkeypatch.setattr(data_module, "DOWNLOAD_TIMEOUT", 0.5)
+    monkeypatch.setattr(data_files, "DOWNLOAD_TIMEOUT", 0.5)
     monkeypatch.setenv("GNN_CENTER_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("GNN_CENTER_DATA", raising=False)
     root = tmp_path / "root" if use_root else None
@@ -488,6 +498,14 @@ def test_offline_error_when_download_hangs(monkeypatch, tmp_path,
 
 
 # Formats that the shared copy lacks, written by the tests ###################
+
+
+@pytest.fixture
+def tiny_files(monkeypatch):
+    """The generated PubMed and ogbn-arxiv files are far smaller than the
+    real ones: drop those two from the table of known sizes."""
+    for name in ("pubmed", "ogbn-arxiv"):
+        monkeypatch.delitem(data_sizes.EXPECTED_SIZES, name)
 
 
 def write_tiny_pubmed(root: Path, num_allx=600, num_test=100, num_train=60,
@@ -531,7 +549,7 @@ def write_tiny_pubmed(root: Path, num_allx=600, num_test=100, num_train=60,
     return feats, labels, test_index, edges
 
 
-def test_pubmed_from_generated_files(tmp_path):
+def test_pubmed_from_generated_files(tmp_path, tiny_files):
     root = tmp_path / "root"
     feats, labels, test_index, edges = write_tiny_pubmed(root)
     before = listing(root)
@@ -597,7 +615,7 @@ def write_tiny_arxiv(root: Path, num_nodes=60, num_edges=150, seed=0):
     return feat, label[:, 0], split, edges
 
 
-def test_ogbn_arxiv_from_generated_files(monkeypatch, tmp_path):
+def test_ogbn_arxiv_from_generated_files(monkeypatch, tmp_path, tiny_files):
     def no_prompt(*args):
         raise AssertionError("OGB asked for input()")
 
@@ -657,7 +675,7 @@ def file_server():
         server.server_close()
 
 
-def test_download_into_cache(monkeypatch, tmp_path, file_server):
+def test_download_into_cache(monkeypatch, tmp_path, file_server, tiny_files):
     # Without a root the cache is the root, and missing files are downloaded
     # into it: Planetoid's files one by one, OGB's as one zip archive.
     from torch_geometric.datasets import Planetoid
@@ -683,14 +701,14 @@ def test_download_into_cache(monkeypatch, tmp_path, file_server):
             name = path.relative_to(tmp_path / "ogb" / "ogbn_arxiv")
             archive.write(path, f"arxiv/{name}")
     url = file_server(tmp_path / "site") + "/arxiv.zip"
-    master = data_module._ogb_master
+    master = data_ogb.master
 
     def patched_master():
         out = master()
         out["ogbn-arxiv"] = dict(out["ogbn-arxiv"], url=url)
         return out
 
-    monkeypatch.setattr(data_module, "_ogb_master", patched_master)
+    monkeypatch.setattr(data_ogb, "master", patched_master)
     task = load_dataset("ogbn-arxiv")
     assert task.data.num_nodes == 60 and int(task.data.test_mask.sum()) == 18
     folder = tmp_path / "cache" / "ogbn_arxiv"
@@ -704,11 +722,11 @@ def test_ogb_import_starts_no_version_check():
     # asks PyPI for ogb's latest version (see ogb/version.py).
     code = """if True:
         import sys, threading
-        import gnn_center.data as d
+        import gnn_center.data.ogb as d
         started = []
         start = threading.Thread.start
         threading.Thread.start = lambda t: (started.append(t), start(t))[1]
-        d._import_ogb()
+        d.import_ogb()
         print(len(started), "ogb" in sys.modules, "outdated" in sys.modules)
     """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True,
@@ -732,3 +750,121 @@ def test_parallel_loads_of_a_fresh_dataset(shared_root, tmp_path,
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert [o[0].split()[-1] for o in outs] == ["3327", "3327"]
+
+
+# Corrupt raw files ##########################################################
+
+
+def copy_of_cora(shared_root: Path, tmp_path: Path) -> Path:
+    """A writable root holding a copy of the shared Cora raw files; returns
+    its raw folder."""
+    raw = tmp_path / "root" / "Planetoid" / "Cora" / "raw"
+    shutil.copytree(shared_root / "Planetoid" / "Cora" / "raw", raw)
+    return raw
+
+
+def test_truncated_raw_file_is_named(shared_root, tmp_path):
+    raw = copy_of_cora(shared_root, tmp_path)
+    x = raw / "ind.cora.x"
+    x.write_bytes(x.read_bytes()[:x.stat().st_size // 2])
+    with pytest.raises(ValueError) as info:
+        load_dataset("cora", tmp_path / "root")
+    message = str(info.value)
+    assert type(info.value).__name__ == "DatasetFileError"
+    assert "Dataset 'cora'" in message
+    assert str(raw.parent) in message and "raw/ind.cora.x" in message
+    # The original error stays attached and is quoted.
+    assert info.value.__cause__ is not None
+    assert type(info.value.__cause__).__name__ in message
+
+
+def test_halved_test_index_fails_even_after_processing(shared_root,
+                                                       tmp_path):
+    raw = copy_of_cora(shared_root, tmp_path)
+    root = tmp_path / "root"
+    good = raw / "ind.cora.test.index"
+    full = good.read_text()
+    # Processed once while the files were right ...
+    assert int(load_dataset("cora", root).data.test_mask.sum()) == 1000
+    # ... then the test index loses half its lines.
+    good.write_text("\n".join(full.split()[:500]) + "\n")
+    for split in ("public", "full"):
+        with pytest.raises(ValueError,
+                           match=r"500 test nodes \(expected 1000\)") as info:
+            load_dataset("cora", root, split=split)
+        message = str(info.value)
+        assert "Dataset 'cora'" in message
+        assert "raw/ind.cora.test.index" in message
+        assert "ind.cora.graph" not in message  # Only the files to blame.
+    # A random split draws its own 1000 test nodes: still the node count
+    # checks out, and it loads.
+    assert load_dataset("cora", root, split="random").data.num_nodes == 2708
+    good.write_text(full)  # Repaired: processed again, loads.
+    assert int(load_dataset("cora", root).data.test_mask.sum()) == 1000
+
+
+def test_known_sizes_checked_on_generated_pubmed(tmp_path, monkeypatch):
+    # The check at work without the shared copy: generated PubMed files,
+    # with the table set to their sizes, then one edge fewer in the table.
+    root = tmp_path / "root"
+    _, _, _, edges = write_tiny_pubmed(root)
+    sizes = data_sizes.Sizes(700, 2 * len(edges), 20, 3, (60, 500, 100))
+    monkeypatch.setitem(data_sizes.EXPECTED_SIZES, "pubmed", sizes)
+    assert load_dataset("pubmed", root).data.num_nodes == 700
+    monkeypatch.setitem(data_sizes.EXPECTED_SIZES, "pubmed",
+                        dataclasses.replace(sizes, edges=sizes.edges - 2))
+    with pytest.raises(ValueError, match=rf"{2 * len(edges)} edges \("
+                       rf"expected {2 * len(edges) - 2}\)") as info:
+        load_dataset("pubmed", root)
+    assert "raw/ind.pubmed.graph" in str(info.value)
+    assert "ind.pubmed.x\n" not in str(info.value)
+
+
+# Options ####################################################################
+
+
+def test_load_dataset_checks_options_before_any_file(tmp_path):
+    # DataOptions' checks, through load_dataset, for every dataset: nothing
+    # is read or written first.
+    for kwargs, match in ((dict(split_index=12), "split_index=12"),
+                          (dict(normalize_features="no"), "true or false"),
+                          (dict(download=1), "true or false"),
+                          (dict(split=3), "split name")):
+        for name in ("cora", "texas", "csbm"):
+            with pytest.raises(ValueError, match=match):
+                load_dataset(name, tmp_path, **kwargs)
+    assert listing(tmp_path) == {}
+
+
+def test_data_options_for_a_dataset():
+    from gnn_center.data import DataOptions
+    options = DataOptions(num_nodes=200, snr=2.0)
+    assert options.csbm_options() == {"num_nodes": 200, "snr": 2.0}
+    options.check_for("CSBM")
+    with pytest.raises(ValueError, match="only apply to dataset 'csbm'"):
+        options.check_for("cora")
+    assert DataOptions().split_for("Cora") == "public"
+    assert DataOptions().split_for("texas") == "geom-gcn"
+    assert DataOptions(split="full").split_for("cora") == "full"
+    with pytest.raises(ValueError, match="Unknown split 'full'.*geom-gcn"):
+        DataOptions(split="full").check_for("texas")
+    with pytest.raises(ValueError, match="Unknown dataset 'coraa'"):
+        DataOptions().check_for("coraa")
+
+
+def test_load_dataset_takes_data_options_whole():
+    from gnn_center.data import DataOptions
+    a = load_dataset("csbm", seed=3, num_nodes=400, snr=2.0)
+    b = load_dataset("csbm", seed=3,
+                     options=DataOptions(num_nodes=400, snr=2.0))
+    assert a.data.num_nodes == b.data.num_nodes == 400
+    for key in ("x", "edge_index", "train_mask"):
+        assert torch.equal(a.data[key], b.data[key])
+    with pytest.raises(TypeError, match="either options= or"):
+        load_dataset("csbm", options=DataOptions(), num_nodes=400)
+    with pytest.raises(TypeError, match="either options= or"):
+        load_dataset("cora", options=DataOptions(), split="full")
+    with pytest.raises(TypeError, match="must be a DataOptions"):
+        load_dataset("cora", options={"split": "full"})
+    with pytest.raises(ValueError, match="Unknown split"):
+        load_dataset("csbm", options=DataOptions(split="public"))

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import zipfile
 from pathlib import Path
 
@@ -432,10 +431,8 @@ def test_root_precedence(monkeypatch, tmp_path, tiny_files):
 
 
 def test_offline_error_without_download(tmp_path):
-    start = time.monotonic()
     with pytest.raises(DatasetNotFoundError) as info:
         load_dataset("PubMed", tmp_path, download=False)
-    assert time.monotonic() - start < 2
     message = str(info.value)
     assert isinstance(info.value, FileNotFoundError)
     assert "'pubmed'" in message
@@ -484,10 +481,16 @@ def test_offline_error_when_download_hangs(monkeypatch, tmp_path,
     monkeypatch.setenv("GNN_CENTER_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("GNN_CENTER_DATA", raising=False)
     root = tmp_path / "root" if use_root else None
-    start = time.monotonic()
     with pytest.raises(DatasetNotFoundError) as info:
         load_dataset(name, root)
-    assert time.monotonic() - start < 5
+    # It gave up because the socket timed out (not by luck of a refused
+    # connection): the cause chain holds the timeout.
+    causes, err = [], info.value
+    while err is not None:
+        causes.append(err)
+        err = err.__cause__ or err.__context__
+    assert any(isinstance(e, (TimeoutError, socket.timeout))
+               or "timed out" in str(e) for e in causes), causes
     message = str(info.value)
     assert f"'{name}'" in message and "downloading them failed" in message
     assert str(resolve_root(root) / Path(folder).parent) in message

@@ -1,14 +1,20 @@
 from typing import Optional
 
+import torch
 from torch import Tensor
 
 from torch_geometric.nn.conv import GCNConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
-from torch_geometric.typing import Adj, OptTensor, SparseTensor
+from torch_geometric.typing import (
+    Adj,
+    OptPairTensor,
+    OptTensor,
+    SparseTensor,
+)
 
 from gnn_center.nn.centering import CenteringMixin
 from gnn_center.nn.functional import (
-    center,
+    center_nodes,
     check_batch,
     check_center_mode,
     gcn_degree,
@@ -83,6 +89,10 @@ class CenteredGCNConv(CenteringMixin, GCNConv):
           normalises once for all its layers)*
         - **output:** node features :math:`(|\mathcal{V}|, F_{out})`
     """
+    # TorchScript reads the annotations of the class itself only, so
+    # GCNConv's are repeated here:
+    _cached_edge_index: Optional[OptPairTensor]
+    _cached_adj_t: Optional[SparseTensor]
     _cached_u: Optional[Tensor]
 
     def __init__(
@@ -94,6 +104,7 @@ class CenteredGCNConv(CenteringMixin, GCNConv):
         add_self_loops: Optional[bool] = None,
         normalize: bool = True,
         bias: bool = True,
+        *,
         center: Optional[str] = "mean",
         beta: float = 1.0,
         learn_beta: bool = False,
@@ -122,7 +133,10 @@ class CenteredGCNConv(CenteringMixin, GCNConv):
                              f"does not support bipartite message passing")
         check_batch(batch, x.size(self.node_dim))
 
-        spectral = self.center == "spectral"
+        mode = self.center
+        spectral = False
+        if mode is not None:  # (TorchScript: no `==` on an Optional[str])
+            spectral = mode == "spectral"
         if spectral and u is None and not self.normalize:
             raise ValueError(
                 "center='spectral' with normalize=False needs the dominant "
@@ -130,18 +144,20 @@ class CenteredGCNConv(CenteringMixin, GCNConv):
                 "u=gcn_degree(edge_index, ...).sqrt() to forward, or use "
                 "normalize=True")
         # The eigenvector comes from the same degrees as the normalisation
-        # and is cached with it; a `u` passed in takes precedence.
+        # (computed after gcn_norm, which rejects unsupported layouts) and
+        # is cached with it; a `u` passed in takes precedence.
         graph_u: OptTensor = None
         if self.normalize:
             if isinstance(edge_index, Tensor):
                 cache = self._cached_edge_index
                 if cache is None:
+                    norm_index, edge_weight_norm = gcn_norm(  # yapf: disable
+                        edge_index, edge_weight, x.size(self.node_dim),
+                        self.improved, self.add_self_loops, self.flow, x.dtype)
                     if spectral:
                         graph_u = self._dominant_eigenvector(
                             edge_index, edge_weight, x)
-                    edge_index, edge_weight = gcn_norm(  # yapf: disable
-                        edge_index, edge_weight, x.size(self.node_dim),
-                        self.improved, self.add_self_loops, self.flow, x.dtype)
+                    edge_index, edge_weight = norm_index, edge_weight_norm
                     if self.cached:
                         self._cached_edge_index = (edge_index, edge_weight)
                         self._cached_u = graph_u
@@ -152,12 +168,13 @@ class CenteredGCNConv(CenteringMixin, GCNConv):
             elif isinstance(edge_index, SparseTensor):
                 cache = self._cached_adj_t
                 if cache is None:
+                    norm_adj_t = gcn_norm(  # yapf: disable
+                        edge_index, edge_weight, x.size(self.node_dim),
+                        self.improved, self.add_self_loops, self.flow, x.dtype)
                     if spectral:
                         graph_u = self._dominant_eigenvector(
                             edge_index, edge_weight, x)
-                    edge_index = gcn_norm(  # yapf: disable
-                        edge_index, edge_weight, x.size(self.node_dim),
-                        self.improved, self.add_self_loops, self.flow, x.dtype)
+                    edge_index = norm_adj_t
                     if self.cached:
                         self._cached_adj_t = edge_index
                         self._cached_u = graph_u
@@ -172,9 +189,11 @@ class CenteredGCNConv(CenteringMixin, GCNConv):
         # propagate_type: (x: Tensor, edge_weight: OptTensor)
         out = self.propagate(edge_index, x=x, edge_weight=edge_weight)
 
-        if self.center is not None:
-            out = center(out, mode=self.center, beta=self.effective_beta(),
-                         x=x, u=u, batch=batch, batch_size=batch_size)
+        if mode is not None:
+            # Over the nodes (node_dim), per graph of a batch of static
+            # graphs [B, N, F] as well.
+            out = center_nodes(out, mode, self.effective_beta(), x, u, batch,
+                               batch_size, self.node_dim)
 
         if self.bias is not None:
             out = out + self.bias

@@ -66,20 +66,23 @@ class CenteredGCNConv(CenteringMixin, GCNConv):
         bias (bool, optional): Whether to learn an additive bias.
             (default: :obj:`True`)
         center (str, optional): ``"mean"``, ``"uniform"``, ``"spectral"`` or
-            :obj:`None`. (default: ``"mean"``)
+            :obj:`None`; keyword-only, as are ``beta`` and ``learn_beta``
+            (the positional arguments are GCNConv's). (default: ``"mean"``)
         beta (float, optional): Strength of the correction in
             :math:`[0, 1]`, or its initial value when learned.
             (default: :obj:`1.0`)
         learn_beta (bool, optional): If :obj:`True`, :math:`\beta` is a
-            learned parameter, projected back into :math:`[0, 1]` before
-            each use (see :class:`~gnn_center.nn.centering.CenteringMixin`).
-            (default: :obj:`False`)
+            learned parameter, clamped into :math:`[0, 1]` where it is used
+            (see :class:`~gnn_center.nn.centering.CenteringMixin`); no
+            parameter with ``center=None``. (default: :obj:`False`)
         **kwargs (optional): Additional arguments of
             :class:`torch_geometric.nn.conv.MessagePassing`.
 
     Shapes:
         - **input:**
-          node features :math:`(|\mathcal{V}|, F_{in})`,
+          node features :math:`(|\mathcal{V}|, F_{in})` or
+          :math:`(B, |\mathcal{V}|, F_{in})` for :math:`B` static graphs on
+          one edge set (each centered on its own),
           edge indices :math:`(2, |\mathcal{E}|)`
           or sparse matrix :math:`(|\mathcal{V}|, |\mathcal{V}|)`,
           edge weights :math:`(|\mathcal{E}|)` *(optional)*,
@@ -87,7 +90,10 @@ class CenteredGCNConv(CenteringMixin, GCNConv):
           dominant eigenvector :math:`(|\mathcal{V}|)` *(optional; for
           a graph normalised outside the layer, e.g. by a model that
           normalises once for all its layers)*
-        - **output:** node features :math:`(|\mathcal{V}|, F_{out})`
+        - **output:** node features :math:`(|\mathcal{V}|, F_{out})` or
+          :math:`(B, |\mathcal{V}|, F_{out})`
+
+    The layer compiles with :func:`torch.jit.script` in every mode.
     """
     # TorchScript reads the annotations of the class itself only, so
     # GCNConv's are repeated here:

@@ -97,8 +97,22 @@ def graph_sum(src: Tensor, batch: OptTensor = None,
     return scatter(src, batch, dim=0, dim_size=batch_size, reduce="sum")
 
 
-def _per_node(per_graph: Tensor, batch: OptTensor) -> Tensor:
-    # Broadcast per-graph rows back to their nodes.
+def graph_mean(src: Tensor, batch: OptTensor = None,
+               batch_size: Optional[int] = None) -> Tensor:
+    r"""Means of ``src`` over the nodes (dim 0) of each graph, shaped as
+    :func:`graph_sum`'s result; an empty graph has a zero row."""
+    if batch is None:
+        return src.mean(dim=0, keepdim=True)
+    if batch_size is None:
+        batch_size = infer_batch_size(batch)
+    count = graph_sum(src.new_ones(src.size(0)), batch, batch_size)
+    total = graph_sum(src, batch, batch_size)
+    return total / _unsqueeze_like(count.clamp(min=1), total)
+
+
+def per_node(per_graph: Tensor, batch: OptTensor) -> Tensor:
+    r"""Broadcasts per-graph rows (as :func:`graph_sum` returns them) back
+    to the nodes of each graph."""
     return per_graph if batch is None else per_graph.index_select(0, batch)
 
 
@@ -250,7 +264,7 @@ def _center_dim0(h: Tensor, mode: str, beta: Union[float, Tensor],
         correction = graph_sum(src, batch, batch_size)
         correction = correction * _unsqueeze_like(
             _over(beta, count.clamp(min=1)), correction)
-        return h - _per_node(correction, batch)
+        return h - per_node(correction, batch)
 
     # mode == "spectral":
     if u is None:
@@ -275,7 +289,7 @@ def _center_dim0(h: Tensor, mode: str, beta: Union[float, Tensor],
     coeff = coeff * _unsqueeze_like(
         _over(beta, torch.where(norm > 0, norm, torch.ones_like(norm))),
         coeff)
-    return h - u_col * _per_node(coeff, batch)
+    return h - u_col * per_node(coeff, batch)
 
 
 def gcn_degree(
@@ -345,4 +359,4 @@ def rms_scale(x: Tensor, batch: OptTensor = None,
     count = graph_sum(x.new_ones(x.size(0)), batch, batch_size)
     mean_sq = graph_sum(sq, batch, batch_size) / count.clamp(min=1)
     return x * _unsqueeze_like(
-        (eps + _per_node(mean_sq, batch)).rsqrt(), x)
+        (eps + per_node(mean_sq, batch)).rsqrt(), x)

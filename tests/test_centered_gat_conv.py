@@ -108,6 +108,27 @@ def test_learn_beta_receives_gradient(graph):
     assert conv.beta.grad is not None and conv.beta.grad.abs() > 0
 
 
+def test_learned_beta_survives_two_calls_before_backward(graph):
+    x, edge_index = graph
+    conv = make_gat("uniform", beta=0.5, learn_beta=True)
+    with torch.no_grad():
+        conv.beta.fill_(-0.5)  # out of range: used as 0, gradient still flows
+    torch.testing.assert_close(conv(x, edge_index),
+                               make_gat("uniform", beta=0.0)(x, edge_index))
+    (conv(x, edge_index) * conv(x, edge_index)).sum().backward()
+    assert conv.beta.grad.abs() > 0 and conv.beta.item() == -0.5
+
+
+def test_center_none_has_no_beta_parameter(graph):
+    x, edge_index = graph
+    ref = GATConv(5, 3, heads=2).double()
+    conv = CenteredGATConv(5, 3, heads=2, center=None,
+                           learn_beta=True).double()
+    conv.load_state_dict(ref.state_dict(), strict=True)
+    torch.testing.assert_close(conv(x, edge_index), ref(x, edge_index),
+                               rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("mode", ["mean", "uniform"])
 def test_two_graphs_in_a_batch_are_centered_independently(mode):
     ei_a, _ = random_graph(7, 8, seed=5)

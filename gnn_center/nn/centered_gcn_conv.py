@@ -1,4 +1,4 @@
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -149,44 +149,14 @@ class CenteredGCNConv(CenteringMixin, GCNConv):
                 "eigenvector of the normalised graph: pass "
                 "u=gcn_degree(edge_index, ...).sqrt() to forward, or use "
                 "normalize=True")
-        # The eigenvector comes from the same degrees as the normalisation
-        # (computed after gcn_norm, which rejects unsupported layouts) and
-        # is cached with it; a `u` passed in takes precedence.
         graph_u: OptTensor = None
         if self.normalize:
             if isinstance(edge_index, Tensor):
-                cache = self._cached_edge_index
-                if cache is None:
-                    norm_index, edge_weight_norm = gcn_norm(  # yapf: disable
-                        edge_index, edge_weight, x.size(self.node_dim),
-                        self.improved, self.add_self_loops, self.flow, x.dtype)
-                    if spectral:
-                        graph_u = self._dominant_eigenvector(
-                            edge_index, edge_weight, x)
-                    edge_index, edge_weight = norm_index, edge_weight_norm
-                    if self.cached:
-                        self._cached_edge_index = (edge_index, edge_weight)
-                        self._cached_u = graph_u
-                else:
-                    edge_index, edge_weight = cache[0], cache[1]
-                    graph_u = self._cached_u
-
+                edge_index, edge_weight, graph_u = self._normalized(
+                    edge_index, edge_weight, x, spectral)
             elif isinstance(edge_index, SparseTensor):
-                cache = self._cached_adj_t
-                if cache is None:
-                    norm_adj_t = gcn_norm(  # yapf: disable
-                        edge_index, edge_weight, x.size(self.node_dim),
-                        self.improved, self.add_self_loops, self.flow, x.dtype)
-                    if spectral:
-                        graph_u = self._dominant_eigenvector(
-                            edge_index, edge_weight, x)
-                    edge_index = norm_adj_t
-                    if self.cached:
-                        self._cached_adj_t = edge_index
-                        self._cached_u = graph_u
-                else:
-                    edge_index = cache
-                    graph_u = self._cached_u
+                edge_index, graph_u = self._normalized_adj_t(
+                    edge_index, x, spectral)
         if u is None:
             u = graph_u
 
@@ -205,6 +175,42 @@ class CenteredGCNConv(CenteringMixin, GCNConv):
             out = out + self.bias
 
         return out
+
+    # The eigenvector comes from the same degrees as the normalisation
+    # (computed after gcn_norm, which rejects unsupported layouts) and is
+    # cached with it; a `u` passed to forward takes precedence.
+    def _normalized(self, edge_index: Tensor, edge_weight: OptTensor,
+                    x: Tensor, spectral: bool
+                    ) -> Tuple[Tensor, OptTensor, OptTensor]:
+        cache = self._cached_edge_index
+        if cache is not None:
+            return cache[0], cache[1], self._cached_u
+        norm_index, norm_weight = gcn_norm(  # yapf: disable
+            edge_index, edge_weight, x.size(self.node_dim),
+            self.improved, self.add_self_loops, self.flow, x.dtype)
+        graph_u: OptTensor = None
+        if spectral:
+            graph_u = self._dominant_eigenvector(edge_index, edge_weight, x)
+        if self.cached:
+            self._cached_edge_index = (norm_index, norm_weight)
+            self._cached_u = graph_u
+        return norm_index, norm_weight, graph_u
+
+    def _normalized_adj_t(self, adj_t: SparseTensor, x: Tensor,
+                          spectral: bool) -> Tuple[SparseTensor, OptTensor]:
+        cache = self._cached_adj_t
+        if cache is not None:
+            return cache, self._cached_u
+        norm_adj_t = gcn_norm(  # yapf: disable
+            adj_t, None, x.size(self.node_dim),
+            self.improved, self.add_self_loops, self.flow, x.dtype)
+        graph_u: OptTensor = None
+        if spectral:
+            graph_u = self._dominant_eigenvector(adj_t, None, x)
+        if self.cached:
+            self._cached_adj_t = norm_adj_t
+            self._cached_u = graph_u
+        return norm_adj_t, graph_u
 
     def _dominant_eigenvector(self, edge_index: Adj, edge_weight: OptTensor,
                               x: Tensor) -> Tensor:

@@ -7,8 +7,8 @@ in turn (the order rotating from repeat to repeat), and each variant's time
 is divided by the plain layer's time of the same repeat; the script prints
 the median of these ratios. Graphs are random with a given number of nodes
 and edges (Cora's size up to ogbn-arxiv's: 169,343 nodes, 1,166,243 edges).
-"batched" splits the graph into 64 graphs by a batch vector, where per-graph
-sums use torch-scatter or native torch.
+"batched" splits the graph into 64 graphs by a batch vector (per-graph sums
+through torch_geometric.utils.scatter).
 
     python experiments/bench_layer.py                 # all sizes, CPU/CUDA
     python experiments/bench_layer.py --sizes cora --hidden 64
@@ -22,7 +22,7 @@ import torch
 import torch_geometric
 from torch_geometric.nn import GCNConv
 
-from gnn_center.nn import CenteredGCNConv, scatter_backend
+from gnn_center.nn import CenteredGCNConv
 
 # name: (nodes, undirected edges, default repeats). Small layers take a
 # millisecond and need many repeats for a stable median.
@@ -64,30 +64,22 @@ def bench(num_nodes, num_edges, hidden, device, repeats, batched):
             // num_nodes
 
     plain = GCNConv(hidden, hidden, cached=True).to(device)
-    variants = {"plain": (plain, None)}
+    variants = {"plain": plain}
     for mode in ("mean", "uniform", "spectral"):
         layer = CenteredGCNConv(hidden, hidden, cached=True,
                                 center=mode).to(device)
         layer.load_state_dict(plain.state_dict())
-        if batched:
-            for backend in ("torch", "torch_scatter"):
-                if (backend == "torch_scatter" and
-                        not torch_geometric.typing.WITH_TORCH_SCATTER):
-                    continue
-                variants[f"{mode}/{backend}"] = (layer, backend)
-        else:
-            variants[mode] = (layer, None)
+        variants[mode] = layer
 
-    def run(layer, backend):
-        if backend is None:
+    def run(layer):
+        if layer is plain or not batched:
             step(layer, x, edge_index, grad)
         else:
-            with scatter_backend(backend):
-                step(layer, x, edge_index, grad, batch, batch_size)
+            step(layer, x, edge_index, grad, batch, batch_size)
 
-    for layer, backend in variants.values():  # warm up and fill caches
+    for layer in variants.values():  # warm up and fill caches
         for _ in range(3):
-            run(layer, backend)
+            run(layer)
     times = {name: [] for name in variants}
     names = list(variants)
     for repeat in range(repeats):
@@ -96,10 +88,9 @@ def bench(num_nodes, num_edges, hidden, device, repeats, batched):
         # caches), and that must not fall on one variant every time.
         shift = repeat % len(names)
         for name in names[shift:] + names[:shift]:
-            layer, backend = variants[name]
             synchronize(device)
             tic = time.perf_counter()
-            run(layer, backend)
+            run(variants[name])
             synchronize(device)
             times[name].append(time.perf_counter() - tic)
     ratios = {

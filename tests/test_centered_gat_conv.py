@@ -87,11 +87,46 @@ def test_beta_interpolates_linearly(graph, mode):
     torch.testing.assert_close(out, 0.7 * plain + 0.3 * full)
 
 
+@pytest.mark.parametrize("concat", [True, False])
+def test_residual_and_bias_are_added_after_centering(graph, concat):
+    x, edge_index = graph
+    batch = torch.tensor([0] * 5 + [1] * 7)
+    conv = make_gat("mean", concat=concat, bias=True, residual=True)
+    with torch.no_grad():
+        conv.bias.normal_()
+    out = conv(x, edge_index, batch=batch)
+    offset = conv.res(x) + conv.bias
+    for g in (0, 1):
+        torch.testing.assert_close((out - offset)[batch == g].mean(0),
+                                   torch.zeros(out.size(1), dtype=x.dtype))
+
+
 def test_learn_beta_receives_gradient(graph):
     x, edge_index = graph
     conv = make_gat("uniform", beta=0.5, learn_beta=True)
     conv(x, edge_index).pow(2).sum().backward()
     assert conv.beta.grad is not None and conv.beta.grad.abs() > 0
+
+
+def test_learned_beta_survives_two_calls_before_backward(graph):
+    x, edge_index = graph
+    conv = make_gat("uniform", beta=0.5, learn_beta=True)
+    with torch.no_grad():
+        conv.beta.fill_(-0.5)  # out of range: used as 0, gradient still flows
+    torch.testing.assert_close(conv(x, edge_index),
+                               make_gat("uniform", beta=0.0)(x, edge_index))
+    (conv(x, edge_index) * conv(x, edge_index)).sum().backward()
+    assert conv.beta.grad.abs() > 0 and conv.beta.item() == -0.5
+
+
+def test_center_none_has_no_beta_parameter(graph):
+    x, edge_index = graph
+    ref = GATConv(5, 3, heads=2).double()
+    conv = CenteredGATConv(5, 3, heads=2, center=None,
+                           learn_beta=True).double()
+    conv.load_state_dict(ref.state_dict(), strict=True)
+    torch.testing.assert_close(conv(x, edge_index), ref(x, edge_index),
+                               rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("mode", ["mean", "uniform"])
@@ -107,8 +142,63 @@ def test_two_graphs_in_a_batch_are_centered_independently(mode):
     batch = torch.tensor([0] * 7 + [1] * 9)
     torch.testing.assert_close(conv(x, edge_index, batch=batch), expected)
     assert not torch.allclose(conv(x, edge_index), expected)
-    # The batch is not kept after the call.
-    assert conv._batch is None
+
+
+def test_forward_is_reentrant(graph):
+    # No per-call state on the layer: a call made while another is running
+    # (here from a hook inside the outer call) leaves the outer one intact.
+    x, edge_index = graph
+    conv = make_gat("mean")
+    batch = torch.tensor([0] * 5 + [1] * 7)
+    expected = conv(x, edge_index, batch=batch)
+    inner = []
+
+    def hook(module, inputs, output):
+        if not inner:
+            inner.append(None)  # before the call, which runs the hook too
+            inner[0] = conv(x, edge_index)
+
+    handle = conv.lin.register_forward_hook(hook)
+    out = conv(x, edge_index, batch=batch)
+    handle.remove()
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(inner[0], conv(x, edge_index))
+
+
+def test_positional_arguments_follow_gatconv(graph):
+    x, edge_index = graph
+    # GATConv(in, out, heads, concat, negative_slope, dropout,
+    #         add_self_loops, edge_dim, fill_value, bias, residual)
+    conv = CenteredGATConv(5, 3, 2, False, 0.1, 0.0, False, 4, "add", False,
+                           True)
+    assert conv.heads == 2 and not conv.concat
+    assert conv.negative_slope == 0.1 and not conv.add_self_loops
+    assert conv.edge_dim == 4 and conv.fill_value == "add"
+    assert conv.bias is None and conv.res is not None
+    assert conv.center == "mean"
+    assert conv(x.float(), edge_index).shape == (12, 3)
+    with pytest.raises(TypeError):
+        CenteredGATConv(5, 3, 1, True, 0.2, 0.0, True, None, "mean", True,
+                        False, None)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"residual": True, "concat": False}])
+def test_bipartite_without_destination_features(kwargs):
+    # (x_src, None) with size: the batch indexes the size[1] destinations.
+    torch.manual_seed(0)
+    x_src = torch.randn(6, 5, dtype=torch.float64)
+    edge_index = torch.tensor([[0, 1, 2, 3, 4, 5, 0, 3], [0, 0, 1, 2, 2, 3, 1,
+                                                          3]])
+    batch = torch.tensor([0, 0, 1, 1])
+    conv = make_gat("mean", add_self_loops=False, bias=True, **kwargs)
+    ref = make_gat(None, add_self_loops=False, bias=True, **kwargs)
+    ref.load_state_dict(conv.state_dict())
+    out = conv((x_src, None), edge_index, size=(6, 4), batch=batch)
+    plain = ref((x_src, None), edge_index, size=(6, 4)) - ref.bias
+    expected = plain.clone()
+    for g in (0, 1):
+        expected[batch == g] -= plain[batch == g].mean(0)
+    torch.testing.assert_close(out, expected + ref.bias)
 
 
 def test_gradcheck(graph):

@@ -2,7 +2,11 @@ import pytest
 import torch
 from torch_geometric.nn import GCNConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
-from torch_geometric.utils import to_torch_coo_tensor, to_torch_csr_tensor
+from torch_geometric.utils import (
+    to_torch_coo_tensor,
+    to_torch_csc_tensor,
+    to_torch_csr_tensor,
+)
 
 from conftest import dense_gcn_operator, in_ci, random_graph
 from gnn_center.nn import CenteredGCNConv, gcn_degree
@@ -134,15 +138,16 @@ def test_learn_beta_is_a_parameter_with_gradient(graph, mode):
     assert n_learned == n_fixed + 1
 
 
-def test_learned_beta_is_projected_into_range(graph):
+def test_learned_beta_is_clamped_into_range(graph):
     x, edge_index = graph
     conv = make_conv("mean", learn_beta=True)
     with torch.no_grad():
         conv.beta.fill_(1.5)  # as if an optimiser step left the range
     reference = make_conv("mean", beta=1.0)
     torch.testing.assert_close(conv(x, edge_index), reference(x, edge_index))
-    assert conv.beta.item() == 1.0  # projected back, in place
-    # On the boundary the gradient still flows, so beta can move inward.
+    assert conv.effective_beta().item() == 1.0
+    assert conv.beta.item() == 1.5  # the parameter itself is left alone
+    # Out of range the gradient still flows, so beta can come back inward.
     conv(x, edge_index).pow(2).sum().backward()
     assert conv.beta.grad.abs() > 0
     with torch.no_grad():
@@ -151,6 +156,90 @@ def test_learned_beta_is_projected_into_range(graph):
                                make_conv("mean", beta=0.0)(x, edge_index))
     conv.reset_parameters()
     assert conv.beta.item() == 1.0
+
+
+@pytest.mark.parametrize("mode", ["mean", "uniform", "spectral"])
+def test_learned_beta_survives_two_calls_before_backward(graph, mode):
+    # Weight sharing: the same layer applied twice in one graph of autograd.
+    x, edge_index = graph
+    conv = make_conv(mode, learn_beta=True, beta=0.5)
+    with torch.no_grad():
+        conv.beta.fill_(1.3)
+    (conv(x, edge_index) - 2 * conv(x, edge_index)).pow(2).sum().backward()
+    assert conv.beta.grad is not None and conv.beta.grad.abs() > 0
+    assert conv.beta.item() == 1.3
+    assert torch.autograd.gradcheck(
+        lambda x: conv(x, edge_index) + conv(x, edge_index),
+        (x.clone().requires_grad_(), ))
+
+
+def test_center_none_has_no_beta_parameter(graph):
+    x, edge_index = graph
+    ref = GCNConv(5, 3).double()
+    conv = CenteredGCNConv(5, 3, center=None, learn_beta=True).double()
+    assert "beta" not in dict(conv.named_parameters())
+    conv.load_state_dict(ref.state_dict(), strict=True)
+    torch.testing.assert_close(conv(x, edge_index), ref(x, edge_index),
+                               rtol=0, atol=0)
+
+
+def test_positional_arguments_follow_gcnconv():
+    # GCNConv(in, out, improved, cached, add_self_loops, normalize, bias)
+    conv = CenteredGCNConv(5, 3, True, True, False, False, False)
+    assert conv.improved and conv.cached and not conv.add_self_loops
+    assert not conv.normalize and conv.bias is None
+    assert conv.center == "mean"
+    with pytest.raises(TypeError):
+        CenteredGCNConv(5, 3, False, False, None, True, True, None)
+
+
+@pytest.mark.parametrize("mode", [None, "mean", "uniform", "spectral"])
+@pytest.mark.parametrize("learn_beta", [False, True])
+def test_jit_script(graph, mode, learn_beta):
+    # As in PyG's own test_gcn_conv: the scripted layer gives the same output.
+    x, edge_index = graph
+    conv = make_conv(mode, bias=True, learn_beta=learn_beta, beta=0.7)
+    jit = torch.jit.script(conv)
+    torch.testing.assert_close(jit(x, edge_index), conv(x, edge_index))
+    batch = torch.tensor([0] * 5 + [1] * 7)
+    torch.testing.assert_close(jit(x, edge_index, batch=batch),
+                               conv(x, edge_index, batch=batch))
+    with pytest.raises(Exception, match="batch has shape"):
+        jit(x, edge_index, batch=batch[:-1])
+
+
+def test_jit_script_default_layer():
+    conv = CenteredGCNConv(16, 32, center=None)
+    x = torch.randn(4, 16)
+    edge_index = torch.tensor([[0, 1, 2], [1, 2, 3]])
+    torch.testing.assert_close(torch.jit.script(conv)(x, edge_index),
+                               conv(x, edge_index))
+
+
+@pytest.mark.parametrize("mode", ["mean", "uniform", "spectral"])
+def test_static_graphs_are_centered_per_graph(graph, mode):
+    # x of shape [B, N, F]: B graphs sharing one edge_index (node_dim=-2).
+    _, edge_index = graph
+    conv = make_conv(mode, bias=True)
+    x = torch.randn(3, 12, 5, dtype=torch.float64)
+    out = conv(x, edge_index)
+    assert out.shape == (3, 12, 3)
+    expected = torch.stack([conv(x[b], edge_index) for b in range(3)])
+    torch.testing.assert_close(out, expected)
+    batch = torch.tensor([0, 1] * 6)
+    torch.testing.assert_close(
+        conv(x, edge_index, batch=batch),
+        torch.stack([conv(x[b], edge_index, batch=batch) for b in range(3)]))
+
+
+def test_spectral_with_csc_adjacency_raises_like_gcnconv(graph):
+    x, edge_index = graph
+    adj = to_torch_csc_tensor(edge_index, size=(12, 12)).to(torch.float64)
+    with pytest.raises(NotImplementedError, match="Sparse CSC") as ref:
+        GCNConv(5, 3).double()(x, adj)
+    with pytest.raises(NotImplementedError) as err:
+        make_conv("spectral")(x, adj)
+    assert str(err.value) == str(ref.value)
 
 
 @pytest.mark.parametrize("kwargs", [

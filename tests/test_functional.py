@@ -1,15 +1,9 @@
 import pytest
 import torch
-import torch_geometric.typing
 
-from conftest import dense_gcn_operator, in_ci, random_graph
-from gnn_center.nn import center, gcn_degree, graph_sum, scatter_backend
-from gnn_center.nn.functional import get_scatter_backend
-
-needs_torch_scatter = pytest.mark.skipif(
-    not torch_geometric.typing.WITH_TORCH_SCATTER and not in_ci(),
-    reason="torch-scatter not installed (CI installs it)")
-
+from conftest import dense_gcn_operator, random_graph
+from gnn_center.nn import center, gcn_degree, graph_sum
+from gnn_center.nn.functional import center_nodes
 
 def test_graph_sum_matches_loop():
     src = torch.randn(10, 3, 2, dtype=torch.float64)
@@ -20,31 +14,36 @@ def test_graph_sum_matches_loop():
     torch.testing.assert_close(graph_sum(src)[0], src.sum(0))
 
 
-@needs_torch_scatter
 @pytest.mark.parametrize("mode", ["mean", "uniform", "spectral"])
-def test_backends_give_identical_results(mode):
+@pytest.mark.parametrize("with_batch", [False, True])
+def test_node_dim_centers_each_static_graph(mode, with_batch):
+    # [B, N, F] with node_dim=-2: each of the B graphs on its own.
     torch.manual_seed(0)
-    h = torch.randn(50, 8, dtype=torch.float64)
-    x = torch.randn(50, 8, dtype=torch.float64)
-    u = torch.rand(50, dtype=torch.float64)
-    batch = torch.randint(0, 4, (50, ))
-    results = {}
-    for backend in ("torch", "torch_scatter"):
-        with scatter_backend(backend):
-            assert get_scatter_backend() == backend
-            results[backend] = center(h, mode=mode, x=x, u=u, batch=batch,
-                                      batch_size=4)
-    torch.testing.assert_close(results["torch"], results["torch_scatter"])
+    h = torch.randn(3, 8, 4, dtype=torch.float64)
+    x = torch.randn(3, 8, 4, dtype=torch.float64)
+    u = torch.rand(8, dtype=torch.float64)
+    batch = torch.tensor([0, 1, 1, 0, 2, 2, 1, 0]) if with_batch else None
+    out = center(h, mode=mode, beta=0.8, x=x, u=u, batch=batch,
+                 node_dim=-2)
+    for b in range(3):
+        torch.testing.assert_close(
+            out[b], center(h[b], mode=mode, beta=0.8, x=x[b], u=u,
+                           batch=batch))
 
 
-def test_torch_backend_can_be_forced_and_restored():
-    before = get_scatter_backend()
-    with scatter_backend("torch"):
-        assert get_scatter_backend() == "torch"
-    assert get_scatter_backend() == before
-    with pytest.raises(ValueError, match="Unknown scatter backend 'cuda'"):
-        with scatter_backend("cuda"):
-            pass
+@pytest.mark.parametrize("mode", ["mean", "uniform", "spectral"])
+def test_center_nodes_scripts(mode):
+    torch.manual_seed(0)
+    h = torch.randn(9, 4, dtype=torch.float64)
+    x = torch.randn(9, 4, dtype=torch.float64)
+    u = torch.rand(9, dtype=torch.float64)
+    batch = torch.tensor([0, 0, 0, 1, 1, 1, 1, 2, 2])
+    scripted = torch.jit.script(center_nodes)
+    for beta in (0.5, torch.tensor(0.5, dtype=torch.float64)):
+        for b in (None, batch):
+            torch.testing.assert_close(
+                scripted(h, mode, beta, x, u, b, None, 0),
+                center(h, mode=mode, beta=beta, x=x, u=u, batch=b))
 
 
 def test_spectral_without_x_uses_output_for_symmetric_operator(graph):

@@ -6,8 +6,6 @@ from gnn_center.nn.functional import (
     gcn_degree,
     graph_sum,
     rms_scale,
-    scatter_backend,
-    set_scatter_backend,
 )
 from gnn_center.nn.centered_gcn_conv import CenteredGCNConv
 from gnn_center.nn.centered_gat_conv import CenteredGATConv
@@ -30,6 +28,4 @@ __all__ = [
     "gcn_degree",
     "graph_sum",
     "rms_scale",
-    "scatter_backend",
-    "set_scatter_backend",
 ]

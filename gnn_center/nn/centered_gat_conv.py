@@ -7,9 +7,11 @@ from torch_geometric.typing import Adj, OptPairTensor, OptTensor, Size
 
 from gnn_center.nn.centering import CenteringMixin
 from gnn_center.nn.functional import (
-    center,
     check_batch,
     check_center_mode,
+    graph_mean,
+    infer_batch_size,
+    per_node,
 )
 
 GAT_CENTER_MODES = ("mean", "uniform")
@@ -48,22 +50,28 @@ class CenteredGATConv(CenteringMixin, GATConv):
     already deflates.
 
     Args:
-        in_channels (int or tuple): Size of each input sample, as in
-            :class:`~torch_geometric.nn.conv.GATConv`.
-        out_channels (int): Size of each output sample (per head).
-        heads (int, optional): Number of attention heads. (default: :obj:`1`)
-        center (str, optional): ``"mean"``, ``"uniform"`` or :obj:`None`.
-            (default: ``"mean"``)
+        in_channels, out_channels, heads, concat, negative_slope, dropout,
+            add_self_loops, edge_dim, fill_value, bias, residual: The
+            arguments of :class:`~torch_geometric.nn.conv.GATConv`, in its
+            order and with its defaults (``out_channels`` per head).
+        center (str, optional): ``"mean"``, ``"uniform"`` or :obj:`None`;
+            keyword-only. (default: ``"mean"``)
         beta (float, optional): Strength of the correction in
-            :math:`[0, 1]`, or its initial value when learned.
+            :math:`[0, 1]`, or its initial value when learned; keyword-only.
             (default: :obj:`1.0`)
         learn_beta (bool, optional): If :obj:`True`, :math:`\beta` is a
-            learned parameter, projected back into :math:`[0, 1]` before
-            each use. (default: :obj:`False`)
-        **kwargs (optional): The other arguments of
-            :class:`~torch_geometric.nn.conv.GATConv` (``concat``,
-            ``negative_slope``, ``dropout``, ``add_self_loops``,
-            ``edge_dim``, ``fill_value``, ``bias``, ``residual``, ...).
+            learned parameter, clamped into :math:`[0, 1]` where it is used
+            (see :class:`~gnn_center.nn.centering.CenteringMixin`);
+            keyword-only. (default: :obj:`False`)
+        **kwargs (optional): Additional arguments of
+            :class:`torch_geometric.nn.conv.MessagePassing`.
+
+    The forward call takes :class:`~torch_geometric.nn.conv.GATConv`'s
+    arguments plus ``batch`` (graph index of each destination node) and
+    ``batch_size``. The correction is computed from GATConv's output: it is
+    constant over the nodes of a graph, so it commutes with concatenating or
+    averaging the heads, and the residual and bias are taken out of the
+    per-graph mean it subtracts.
 
     Shapes:
         - **input:**
@@ -84,6 +92,15 @@ class CenteredGATConv(CenteringMixin, GATConv):
         in_channels: Union[int, Tuple[int, int]],
         out_channels: int,
         heads: int = 1,
+        concat: bool = True,
+        negative_slope: float = 0.2,
+        dropout: float = 0.0,
+        add_self_loops: bool = True,
+        edge_dim: Optional[int] = None,
+        fill_value: Union[float, Tensor, str] = "mean",
+        bias: bool = True,
+        residual: bool = False,
+        *,
         center: Optional[str] = "mean",
         beta: float = 1.0,
         learn_beta: bool = False,
@@ -95,12 +112,10 @@ class CenteredGATConv(CenteringMixin, GATConv):
                 "dominant eigenvector of a row-stochastic attention matrix "
                 "is constant, which center='uniform' removes exactly")
         check_center_mode(center, GAT_CENTER_MODES)
-        super().__init__(in_channels, out_channels, heads=heads, **kwargs)
+        super().__init__(in_channels, out_channels, heads, concat,
+                         negative_slope, dropout, add_self_loops, edge_dim,
+                         fill_value, bias, residual, **kwargs)
         self._init_centering(center, beta, learn_beta)
-        # Set for the duration of one forward call only, so that `update`
-        # sees the graph membership GATConv's forward does not pass on:
-        self._batch: OptTensor = None
-        self._batch_size: Optional[int] = None
 
     def reset_parameters(self):
         super().reset_parameters()
@@ -116,31 +131,54 @@ class CenteredGATConv(CenteringMixin, GATConv):
         batch: OptTensor = None,
         batch_size: Optional[int] = None,
     ):
+        x_src, x_dst = (x, x) if isinstance(x, Tensor) else x
         if batch is not None:
-            if isinstance(x, (tuple, list)):
-                if self.center == "uniform":
-                    raise ValueError(
-                        "batch with bipartite input and center='uniform' is "
-                        "ambiguous (the input mean is over source nodes); "
-                        "pass a single feature tensor or use center='mean'")
-                num_dst = x[1].size(0) if x[1] is not None else x[0].size(0)
+            if not isinstance(x, Tensor) and self.center == "uniform":
+                raise ValueError(
+                    "batch with bipartite input and center='uniform' is "
+                    "ambiguous (the input mean is over source nodes); "
+                    "pass a single feature tensor or use center='mean'")
+            if x_dst is not None:
+                num_dst = x_dst.size(0)
+            elif size is not None:
+                num_dst = size[1]
             else:
-                num_dst = x.size(0)
+                num_dst = x_src.size(0)
             check_batch(batch, num_dst)
-        self._batch, self._batch_size = batch, batch_size
-        try:
-            return super().forward(x, edge_index, edge_attr, size,
-                                   return_attention_weights)
-        finally:
-            self._batch, self._batch_size = None, None
+        result = super().forward(x, edge_index, edge_attr, size,
+                                 return_attention_weights)
+        if self.center is None or (isinstance(self.beta, float)
+                                   and self.beta == 0.0):
+            return result
+        if isinstance(result, tuple):
+            out = result[0] - self._correction(result[0], x_src, x_dst,
+                                               batch, batch_size)
+            return out, result[1]
+        return result - self._correction(result, x_src, x_dst, batch,
+                                         batch_size)
 
-    def update(self, inputs: Tensor, x: OptPairTensor) -> Tensor:
-        # `inputs` is the aggregation S Z, shape [N_dst, H, C]; `x` is the
-        # pair (Z_src, Z_dst) it was computed from.
-        if self.center is None:
-            return inputs
-        return center(inputs, mode=self.center, beta=self.effective_beta(),
-                      x=x[0], batch=self._batch, batch_size=self._batch_size)
+    def _correction(self, out: Tensor, x_src: Tensor, x_dst: OptTensor,
+                    batch: OptTensor, batch_size: Optional[int]) -> Tensor:
+        # The per-head correction, computed on GATConv's output: it is
+        # constant over the nodes of a graph and linear, so it commutes
+        # with concatenating or averaging the heads; the residual and bias
+        # that GATConv adds after the aggregation are taken out of the
+        # per-graph mean. Nothing of the call is kept on the layer.
+        if batch is not None and batch_size is None:
+            batch_size = infer_batch_size(batch)
+        if self.center == "mean":
+            rows = graph_mean(out, batch, batch_size)
+            if self.bias is not None:
+                rows = rows - self.bias
+            if self.res is not None and x_dst is not None:
+                rows = rows - self.res(graph_mean(x_dst, batch, batch_size))
+        else:  # "uniform": the mean of Z = X Θ is Θ applied to mean(X).
+            lin = self.lin if self.lin is not None else self.lin_src
+            z_mean = lin(graph_mean(x_src, batch, batch_size))
+            z_mean = z_mean.view(-1, self.heads, self.out_channels)
+            rows = z_mean.flatten(1) if self.concat else z_mean.mean(dim=1)
+        beta = self.effective_beta()
+        return per_node(beta * rows, batch)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.in_channels}, "

@@ -1,14 +1,20 @@
-from typing import Optional
+from typing import Optional, Tuple
 
+import torch
 from torch import Tensor
 
 from torch_geometric.nn.conv import GCNConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
-from torch_geometric.typing import Adj, OptTensor, SparseTensor
+from torch_geometric.typing import (
+    Adj,
+    OptPairTensor,
+    OptTensor,
+    SparseTensor,
+)
 
 from gnn_center.nn.centering import CenteringMixin
 from gnn_center.nn.functional import (
-    center,
+    center_nodes,
     check_batch,
     check_center_mode,
     gcn_degree,
@@ -60,20 +66,23 @@ class CenteredGCNConv(CenteringMixin, GCNConv):
         bias (bool, optional): Whether to learn an additive bias.
             (default: :obj:`True`)
         center (str, optional): ``"mean"``, ``"uniform"``, ``"spectral"`` or
-            :obj:`None`. (default: ``"mean"``)
+            :obj:`None`; keyword-only, as are ``beta`` and ``learn_beta``
+            (the positional arguments are GCNConv's). (default: ``"mean"``)
         beta (float, optional): Strength of the correction in
             :math:`[0, 1]`, or its initial value when learned.
             (default: :obj:`1.0`)
         learn_beta (bool, optional): If :obj:`True`, :math:`\beta` is a
-            learned parameter, projected back into :math:`[0, 1]` before
-            each use (see :class:`~gnn_center.nn.centering.CenteringMixin`).
-            (default: :obj:`False`)
+            learned parameter, clamped into :math:`[0, 1]` where it is used
+            (see :class:`~gnn_center.nn.centering.CenteringMixin`); no
+            parameter with ``center=None``. (default: :obj:`False`)
         **kwargs (optional): Additional arguments of
             :class:`torch_geometric.nn.conv.MessagePassing`.
 
     Shapes:
         - **input:**
-          node features :math:`(|\mathcal{V}|, F_{in})`,
+          node features :math:`(|\mathcal{V}|, F_{in})` or
+          :math:`(B, |\mathcal{V}|, F_{in})` for :math:`B` static graphs on
+          one edge set (each centered on its own),
           edge indices :math:`(2, |\mathcal{E}|)`
           or sparse matrix :math:`(|\mathcal{V}|, |\mathcal{V}|)`,
           edge weights :math:`(|\mathcal{E}|)` *(optional)*,
@@ -81,8 +90,15 @@ class CenteredGCNConv(CenteringMixin, GCNConv):
           dominant eigenvector :math:`(|\mathcal{V}|)` *(optional; for
           a graph normalised outside the layer, e.g. by a model that
           normalises once for all its layers)*
-        - **output:** node features :math:`(|\mathcal{V}|, F_{out})`
+        - **output:** node features :math:`(|\mathcal{V}|, F_{out})` or
+          :math:`(B, |\mathcal{V}|, F_{out})`
+
+    The layer compiles with :func:`torch.jit.script` in every mode.
     """
+    # TorchScript reads the annotations of the class itself only, so
+    # GCNConv's are repeated here:
+    _cached_edge_index: Optional[OptPairTensor]
+    _cached_adj_t: Optional[SparseTensor]
     _cached_u: Optional[Tensor]
 
     def __init__(
@@ -94,6 +110,7 @@ class CenteredGCNConv(CenteringMixin, GCNConv):
         add_self_loops: Optional[bool] = None,
         normalize: bool = True,
         bias: bool = True,
+        *,
         center: Optional[str] = "mean",
         beta: float = 1.0,
         learn_beta: bool = False,
@@ -122,48 +139,24 @@ class CenteredGCNConv(CenteringMixin, GCNConv):
                              f"does not support bipartite message passing")
         check_batch(batch, x.size(self.node_dim))
 
-        spectral = self.center == "spectral"
+        mode = self.center
+        spectral = False
+        if mode is not None:  # (TorchScript: no `==` on an Optional[str])
+            spectral = mode == "spectral"
         if spectral and u is None and not self.normalize:
             raise ValueError(
                 "center='spectral' with normalize=False needs the dominant "
                 "eigenvector of the normalised graph: pass "
                 "u=gcn_degree(edge_index, ...).sqrt() to forward, or use "
                 "normalize=True")
-        # The eigenvector comes from the same degrees as the normalisation
-        # and is cached with it; a `u` passed in takes precedence.
         graph_u: OptTensor = None
         if self.normalize:
             if isinstance(edge_index, Tensor):
-                cache = self._cached_edge_index
-                if cache is None:
-                    if spectral:
-                        graph_u = self._dominant_eigenvector(
-                            edge_index, edge_weight, x)
-                    edge_index, edge_weight = gcn_norm(  # yapf: disable
-                        edge_index, edge_weight, x.size(self.node_dim),
-                        self.improved, self.add_self_loops, self.flow, x.dtype)
-                    if self.cached:
-                        self._cached_edge_index = (edge_index, edge_weight)
-                        self._cached_u = graph_u
-                else:
-                    edge_index, edge_weight = cache[0], cache[1]
-                    graph_u = self._cached_u
-
+                edge_index, edge_weight, graph_u = self._normalized(
+                    edge_index, edge_weight, x, spectral)
             elif isinstance(edge_index, SparseTensor):
-                cache = self._cached_adj_t
-                if cache is None:
-                    if spectral:
-                        graph_u = self._dominant_eigenvector(
-                            edge_index, edge_weight, x)
-                    edge_index = gcn_norm(  # yapf: disable
-                        edge_index, edge_weight, x.size(self.node_dim),
-                        self.improved, self.add_self_loops, self.flow, x.dtype)
-                    if self.cached:
-                        self._cached_adj_t = edge_index
-                        self._cached_u = graph_u
-                else:
-                    edge_index = cache
-                    graph_u = self._cached_u
+                edge_index, graph_u = self._normalized_adj_t(
+                    edge_index, x, spectral)
         if u is None:
             u = graph_u
 
@@ -172,14 +165,52 @@ class CenteredGCNConv(CenteringMixin, GCNConv):
         # propagate_type: (x: Tensor, edge_weight: OptTensor)
         out = self.propagate(edge_index, x=x, edge_weight=edge_weight)
 
-        if self.center is not None:
-            out = center(out, mode=self.center, beta=self.effective_beta(),
-                         x=x, u=u, batch=batch, batch_size=batch_size)
+        if mode is not None:
+            # Over the nodes (node_dim), per graph of a batch of static
+            # graphs [B, N, F] as well.
+            out = center_nodes(out, mode, self.effective_beta(), x, u, batch,
+                               batch_size, self.node_dim)
 
         if self.bias is not None:
             out = out + self.bias
 
         return out
+
+    # The eigenvector comes from the same degrees as the normalisation
+    # (computed after gcn_norm, which rejects unsupported layouts) and is
+    # cached with it; a `u` passed to forward takes precedence.
+    def _normalized(self, edge_index: Tensor, edge_weight: OptTensor,
+                    x: Tensor, spectral: bool
+                    ) -> Tuple[Tensor, OptTensor, OptTensor]:
+        cache = self._cached_edge_index
+        if cache is not None:
+            return cache[0], cache[1], self._cached_u
+        norm_index, norm_weight = gcn_norm(  # yapf: disable
+            edge_index, edge_weight, x.size(self.node_dim),
+            self.improved, self.add_self_loops, self.flow, x.dtype)
+        graph_u: OptTensor = None
+        if spectral:
+            graph_u = self._dominant_eigenvector(edge_index, edge_weight, x)
+        if self.cached:
+            self._cached_edge_index = (norm_index, norm_weight)
+            self._cached_u = graph_u
+        return norm_index, norm_weight, graph_u
+
+    def _normalized_adj_t(self, adj_t: SparseTensor, x: Tensor,
+                          spectral: bool) -> Tuple[SparseTensor, OptTensor]:
+        cache = self._cached_adj_t
+        if cache is not None:
+            return cache, self._cached_u
+        norm_adj_t = gcn_norm(  # yapf: disable
+            adj_t, None, x.size(self.node_dim),
+            self.improved, self.add_self_loops, self.flow, x.dtype)
+        graph_u: OptTensor = None
+        if spectral:
+            graph_u = self._dominant_eigenvector(adj_t, None, x)
+        if self.cached:
+            self._cached_adj_t = norm_adj_t
+            self._cached_u = graph_u
+        return norm_adj_t, graph_u
 
     def _dominant_eigenvector(self, edge_index: Adj, edge_weight: OptTensor,
                               x: Tensor) -> Tensor:

@@ -11,21 +11,28 @@ class CenteringMixin:
     r"""The options both centered layers share: the centering mode and its
     strength :math:`\beta`, fixed or learned.
 
-    A learned :math:`\beta` is kept in :math:`[0, 1]` by projection: each
-    forward pass first clamps the parameter into range in place, then uses
-    it as it is, so the optimiser takes plain gradient steps and a step out
-    of range is undone before the next use (projected gradient descent).
+    A learned :math:`\beta` is a free parameter ``beta`` that the forward
+    pass reads through a straight-through clamp,
+    :math:`\beta_{\text{eff}} = \beta + \operatorname{sg}(\operatorname{clamp}
+    (\beta, 0, 1) - \beta)`: the value used is in :math:`[0, 1]`, and the
+    gradient is that of :math:`\beta` itself, so a step that leaves the range
+    can be undone by the next ones. Nothing is changed in place, so the layer
+    can run several times before ``backward()`` (weight sharing) and passes
+    ``gradcheck``. A plain out-of-place clamp would have a zero gradient
+    outside the range, leaving :math:`\beta` stuck there; a sigmoid of a free
+    parameter cannot start at the default :math:`\beta = 1` (nor at 0).
+    With ``center=None`` there is no :math:`\beta` to learn and no parameter.
     """
     center: Optional[str]
-    beta: Union[float, Parameter]
+    beta: Union[float, Tensor]
 
     def _init_centering(self, center: Optional[str], beta: float,
                         learn_beta: bool) -> None:
         check_beta(beta)
         self.center = center
         self.beta_init = float(beta)
-        self.learn_beta = learn_beta
-        if learn_beta:
+        self.learn_beta = learn_beta and center is not None
+        if self.learn_beta:
             self.beta = Parameter(torch.tensor(float(beta)))
         else:
             self.beta = float(beta)
@@ -38,11 +45,11 @@ class CenteringMixin:
                 self.beta.fill_(self.beta_init)
 
     def effective_beta(self) -> Union[float, Tensor]:
-        r"""The :math:`\beta` the forward pass uses."""
-        if isinstance(self.beta, Tensor):
-            with torch.no_grad():
-                self.beta.clamp_(0.0, 1.0)
-        return self.beta
+        r"""The :math:`\beta` the forward pass uses, in :math:`[0, 1]`."""
+        beta = self.beta
+        if isinstance(beta, Tensor):
+            return beta + (beta.clamp(0.0, 1.0) - beta).detach()
+        return beta
 
     def _centering_repr(self) -> str:
         beta = "learned" if self.learn_beta else self.beta

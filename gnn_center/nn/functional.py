@@ -21,17 +21,15 @@ component after the aggregation, per graph when a ``batch`` vector is given:
   undirected graph, :math:`\mathbf{u} = \sqrt{\hat{d}}` (see
   :func:`gcn_degree`).
 
-Per-graph sums use ``torch_scatter`` when it is installed and enabled
-(:func:`set_scatter_backend`) and native ``index_add_`` otherwise; both give
-the same numbers.
+Per-graph sums go through :func:`torch_geometric.utils.scatter`. The layers
+call :func:`center_nodes`, the positional form of :func:`center` that
+TorchScript can compile (it does not take keyword-only arguments).
 """
-from contextlib import contextmanager
-from typing import Iterator, Optional, Union
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
-import torch_geometric.typing
 from torch_geometric.typing import Adj, OptTensor, SparseTensor, torch_sparse
 from torch_geometric.utils import (
     add_remaining_self_loops,
@@ -43,45 +41,6 @@ from torch_geometric.utils import (
 from torch_geometric.utils.num_nodes import maybe_num_nodes
 
 CENTER_MODES = ("mean", "uniform", "spectral")
-SCATTER_BACKENDS = ("auto", "torch", "torch_scatter")
-
-_scatter_backend = "auto"
-
-
-def set_scatter_backend(backend: str) -> None:
-    r"""Chooses how per-graph sums are computed: ``"torch_scatter"``,
-    ``"torch"`` (native ``index_add_``) or ``"auto"`` (``torch_scatter`` when
-    installed, the default)."""
-    global _scatter_backend
-    if backend not in SCATTER_BACKENDS:
-        raise ValueError(f"Unknown scatter backend {backend!r}; choose one "
-                         f"of {', '.join(SCATTER_BACKENDS)}")
-    if (backend == "torch_scatter"
-            and not torch_geometric.typing.WITH_TORCH_SCATTER):
-        raise ImportError("The 'torch_scatter' backend needs the optional "
-                          "package torch-scatter: pip install "
-                          "--no-build-isolation torch-scatter")
-    _scatter_backend = backend
-
-
-def get_scatter_backend() -> str:
-    r"""The backend per-graph sums use now: ``"torch"`` or
-    ``"torch_scatter"``."""
-    if _scatter_backend == "auto":
-        return ("torch_scatter" if torch_geometric.typing.WITH_TORCH_SCATTER
-                else "torch")
-    return _scatter_backend
-
-
-@contextmanager
-def scatter_backend(backend: str) -> Iterator[None]:
-    r"""Context manager form of :func:`set_scatter_backend`."""
-    previous = _scatter_backend
-    set_scatter_backend(backend)
-    try:
-        yield
-    finally:
-        set_scatter_backend(previous)
 
 
 def check_center_mode(mode: Optional[str], allowed=CENTER_MODES,
@@ -103,11 +62,17 @@ def check_beta(beta: float) -> None:
                          f"dominant component")
 
 
+def _shape(t: Tensor) -> str:
+    # tuple(t.shape) as text, in a form TorchScript compiles.
+    sizes = [str(s) for s in t.shape]
+    return "(" + ", ".join(sizes) + ("," if len(sizes) == 1 else "") + ")"
+
+
 def check_batch(batch: OptTensor, num_nodes: int) -> None:
     if batch is None:
         return
     if batch.dim() != 1 or batch.numel() != num_nodes:
-        raise ValueError(f"batch has shape {tuple(batch.shape)} but the "
+        raise ValueError(f"batch has shape {_shape(batch)} but the "
                          f"features have {num_nodes} nodes; pass one graph "
                          f"index per node, shape [{num_nodes}]")
 
@@ -129,22 +94,30 @@ def graph_sum(src: Tensor, batch: OptTensor = None,
         return src.sum(dim=0, keepdim=True)
     if batch_size is None:
         batch_size = infer_batch_size(batch)
-    # torch_scatter's custom ops do not trace under torch.compile:
-    if (get_scatter_backend() == "torch_scatter"
-            and not torch.compiler.is_compiling()):
-        from torch_scatter import scatter_add
-        return scatter_add(src, batch, dim=0, dim_size=batch_size)
-    out = src.new_zeros((batch_size, ) + tuple(src.shape[1:]))
-    return out.index_add_(0, batch, src)
+    return scatter(src, batch, dim=0, dim_size=batch_size, reduce="sum")
 
 
-def _per_node(per_graph: Tensor, batch: OptTensor) -> Tensor:
-    # Broadcast per-graph rows back to their nodes.
+def graph_mean(src: Tensor, batch: OptTensor = None,
+               batch_size: Optional[int] = None) -> Tensor:
+    r"""Means of ``src`` over the nodes (dim 0) of each graph, shaped as
+    :func:`graph_sum`'s result; an empty graph has a zero row."""
+    if batch is None:
+        return src.mean(dim=0, keepdim=True)
+    if batch_size is None:
+        batch_size = infer_batch_size(batch)
+    count = graph_sum(src.new_ones(src.size(0)), batch, batch_size)
+    total = graph_sum(src, batch, batch_size)
+    return total / _unsqueeze_like(count.clamp(min=1), total)
+
+
+def per_node(per_graph: Tensor, batch: OptTensor) -> Tensor:
+    r"""Broadcasts per-graph rows (as :func:`graph_sum` returns them) back
+    to the nodes of each graph."""
     return per_graph if batch is None else per_graph.index_select(0, batch)
 
 
 def _unsqueeze_like(vec: Tensor, ref: Tensor) -> Tensor:
-    return vec.view((-1, ) + (1, ) * (ref.dim() - 1))
+    return vec.view([-1] + [1] * (ref.dim() - 1))
 
 
 class _MeanCenter(torch.autograd.Function):
@@ -191,6 +164,7 @@ def center(
     u: OptTensor = None,
     batch: OptTensor = None,
     batch_size: Optional[int] = None,
+    node_dim: int = 0,
 ) -> Tensor:
     r"""Removes the dominant component of an aggregation's output.
 
@@ -217,6 +191,10 @@ def center(
             graph (or per connected component, given component labels).
         batch_size (int, optional): Number of graphs; inferred from
             ``batch`` when not given (costs a device synchronisation).
+        node_dim (int, optional): The dimension of ``h`` (and ``x``) that
+            indexes the nodes, e.g. ``-2`` for static graphs of shape
+            :math:`(B, |\mathcal{V}|, F)`, each centered on its own.
+            (default: ``0``)
 
     Returns:
         torch.Tensor of the shape of ``h``.
@@ -224,9 +202,49 @@ def center(
     check_center_mode(mode, allow_none=False)
     if not isinstance(beta, Tensor):
         check_beta(beta)
+    check_batch(batch, h.size(node_dim))
+    return center_nodes(h, mode, beta, x, u, batch, batch_size, node_dim)
+
+
+def center_nodes(h: Tensor, mode: str, beta: Union[float, Tensor],
+                 x: OptTensor = None, u: OptTensor = None,
+                 batch: OptTensor = None, batch_size: Optional[int] = None,
+                 node_dim: int = 0) -> Tensor:
+    r""":func:`center` with positional arguments and without its checks of
+    ``mode``, ``beta`` and ``batch`` (the layers check them once), in a
+    form TorchScript compiles."""
+    if not isinstance(beta, Tensor):
         if beta == 0.0:
             return h
-    check_batch(batch, h.size(0))
+    if node_dim % h.dim() == 0:
+        return _center_dim0(h, mode, beta, x, u, batch, batch_size)
+    # Static graphs [B, N, F]: the nodes move to dim 0, each (graph,
+    # channel) column is then centered on its own.
+    x_first: OptTensor = None
+    if x is not None:
+        x_first = x.movedim(node_dim, 0)
+    out = _center_dim0(h.movedim(node_dim, 0), mode, beta, x_first, u, batch,
+                       batch_size)
+    return out.movedim(0, node_dim)
+
+
+def _times(beta: Union[float, Tensor], t: Tensor) -> Tensor:
+    # beta * t for either type of beta (TorchScript needs the refinement).
+    if isinstance(beta, Tensor):
+        return beta * t
+    return beta * t
+
+
+def _over(beta: Union[float, Tensor], t: Tensor) -> Tensor:
+    # beta / t for either type of beta.
+    if isinstance(beta, Tensor):
+        return beta / t
+    return beta / t
+
+
+def _center_dim0(h: Tensor, mode: str, beta: Union[float, Tensor],
+                 x: OptTensor, u: OptTensor, batch: OptTensor,
+                 batch_size: Optional[int]) -> Tensor:
     if batch is not None and batch_size is None:
         batch_size = infer_batch_size(batch)
 
@@ -238,21 +256,22 @@ def center(
         # beta scales the per-graph rows before they are broadcast to the
         # nodes, so the correction costs one pass over h.
         if batch is None:
-            if mode == "mean":
-                return _MeanCenter.apply(h, beta)
-            return h - beta * src.mean(dim=0, keepdim=True)
+            if not torch.jit.is_scripting():  # autograd.Function: eager only
+                if mode == "mean":
+                    return _MeanCenter.apply(h, beta)
+            return h - _times(beta, src.mean(dim=0, keepdim=True))
         count = graph_sum(src.new_ones(src.size(0)), batch, batch_size)
         correction = graph_sum(src, batch, batch_size)
         correction = correction * _unsqueeze_like(
-            beta / count.clamp(min=1), correction)
-        return h - _per_node(correction, batch)
+            _over(beta, count.clamp(min=1)), correction)
+        return h - per_node(correction, batch)
 
     # mode == "spectral":
     if u is None:
         raise ValueError("center(mode='spectral') needs the dominant "
                          "eigenvector u (e.g. gcn_degree(...).sqrt())")
     if u.dim() != 1 or u.numel() != h.size(0):
-        raise ValueError(f"u has shape {tuple(u.shape)} but the features "
+        raise ValueError(f"u has shape {_shape(u)} but the features "
                          f"have {h.size(0)} nodes; pass one entry per node")
     src = h if x is None else x
     u = u.to(src.dtype)
@@ -260,16 +279,17 @@ def center(
         # One graph: a matrix-vector product for uᵀx and a fused rank-one
         # update h - β u (uᵀx)/(uᵀu), two passes over the features.
         norm = u.dot(u)
-        coeff = (u @ src) * (beta / torch.where(norm > 0, norm,
-                                                 torch.ones_like(norm)))
+        coeff = (u @ src) * _over(beta, torch.where(norm > 0, norm,
+                                                    torch.ones_like(norm)))
         return torch.addr(h, u, coeff, alpha=-1)
     u_col = _unsqueeze_like(u, src)
     # Coefficient β (uᵀx)/(uᵀu) per graph; a graph with u = 0 has none.
     norm = graph_sum(u.square(), batch, batch_size)
     coeff = graph_sum(u_col * src, batch, batch_size)
     coeff = coeff * _unsqueeze_like(
-        beta / torch.where(norm > 0, norm, torch.ones_like(norm)), coeff)
-    return h - u_col * _per_node(coeff, batch)
+        _over(beta, torch.where(norm > 0, norm, torch.ones_like(norm))),
+        coeff)
+    return h - u_col * per_node(coeff, batch)
 
 
 def gcn_degree(
@@ -339,4 +359,4 @@ def rms_scale(x: Tensor, batch: OptTensor = None,
     count = graph_sum(x.new_ones(x.size(0)), batch, batch_size)
     mean_sq = graph_sum(sq, batch, batch_size) / count.clamp(min=1)
     return x * _unsqueeze_like(
-        (eps + _per_node(mean_sq, batch)).rsqrt(), x)
+        (eps + per_node(mean_sq, batch)).rsqrt(), x)

@@ -416,3 +416,13 @@ def test_config_style_option_values_keep_their_meaning():
     assert model_for("gcn", 2, residual="residual").options.residual == \
         "residual"
     assert model_for("gcn", 2, dropout=0.6).options.dropout == 0.6
+
+
+@pytest.mark.parametrize("method", ["centered-gcnii", "gat"])
+def test_model_pickles(data, method):
+    # torch.save(model) and process pools pickle the whole module.
+    import pickle
+    x, edge_index, _ = data
+    model = model_for(method, 2).eval()
+    copy = pickle.loads(pickle.dumps(model))
+    torch.testing.assert_close(copy(x, edge_index), model(x, edge_index))

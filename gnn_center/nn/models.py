@@ -73,7 +73,7 @@ from torch_geometric.utils import (
     to_torch_csr_tensor,
 )
 
-from gnn_center.nn.conv_kinds import LayerContext
+from gnn_center.nn.conv_kinds import CONV_KINDS, ConvKind, LayerContext
 from gnn_center.nn.functional import gcn_degree, infer_batch_size, rms_scale
 from gnn_center.nn.model_options import (  # noqa: F401 (re-exported)
     MAX_LAYERS,
@@ -113,8 +113,7 @@ class DeepGNN(torch.nn.Module):
     def __init__(self, in_channels: int, out_channels: int, num_layers: int,
                  method: str = "gcn", **options):
         super().__init__()
-        self.kind, self.options = resolve_options(method, num_layers,
-                                                  **options)
+        _, self.options = resolve_options(method, num_layers, **options)
         self.method = method
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -178,6 +177,11 @@ class DeepGNN(torch.nn.Module):
         r"""The name of the method's kind of layer in
         :data:`~gnn_center.nn.conv_kinds.CONV_KINDS`."""
         return METHODS[self.method]["conv"]
+
+    @property
+    def kind(self) -> ConvKind:
+        # Looked up, not stored: the table's functions do not pickle.
+        return CONV_KINDS[self.conv_kind]
 
     @property
     def normalizes_graph(self) -> bool:

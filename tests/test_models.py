@@ -426,3 +426,38 @@ def test_model_pickles(data, method):
     model = model_for(method, 2).eval()
     copy = pickle.loads(pickle.dumps(model))
     torch.testing.assert_close(copy(x, edge_index), model(x, edge_index))
+
+
+@pytest.mark.parametrize("mode", ["mean", "spectral"])
+def test_center_after_activation_equals_layers_then_centering(data, mode):
+    x, edge_index, _ = data
+    method = "centered" if mode == "mean" else "centered-spectral"
+    model = model_for(method, 3, rescale=False,
+                      center_after_activation=True, beta=0.8).eval()
+    degree = torch.zeros(N).index_add_(0, edge_index[1],
+                                       torch.ones(edge_index.size(1))) + 1
+    u = degree.sqrt()  # the dominant eigenvector of the GCN operator
+    h = torch.relu(model.lin_in(x))
+    for conv in model.convs:
+        ref = CenteredGCNConv(16, 16, center=mode, beta=0.8)
+        ref.load_state_dict(conv.state_dict())
+        h = torch.relu(ref(h, edge_index))
+        if mode == "mean":
+            h = h - 0.8 * h.mean(0)
+        else:
+            h = h - 0.8 * torch.outer(u, u @ h) / (u @ u)
+    torch.testing.assert_close(model(x, edge_index), model.lin_out(h))
+
+
+def test_center_after_activation_per_graph_and_only_when_centered(data):
+    x, edge_index, _ = data
+    keep = (edge_index < 15).all(0) | (edge_index >= 15).all(0)
+    batch = (torch.arange(N) >= 15).long()
+    model = model_for("centered-gcnii", 3, center_after_activation=True)
+    _, hidden = model.eval()(x, edge_index[:, keep], batch=batch,
+                             return_hidden=True)
+    for graph in (0, 1):  # GCNII adds no residual after the layer
+        torch.testing.assert_close(hidden[-1][batch == graph].mean(0),
+                                   torch.zeros(16), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="center_after_activation only"):
+        model_for("gcn", 2, center_after_activation=True)

@@ -111,6 +111,10 @@ class ModelOptions:
     #: Initialisation of the hidden-to-hidden weight of each layer:
     #: PyG's default (glorot), orthogonal, or identity plus small noise.
     init: str = "glorot"
+    #: Apply the correction again after the activation (which moves the
+    #: features off the centre), with the fixed ``beta``: ``spectral``
+    #: deflation for ``center="spectral"``, mean subtraction otherwise.
+    center_after_activation: bool = False
 
     def __post_init__(self):
         for name, choices in (("dropout_placement", DROPOUT_PLACEMENTS),
@@ -144,9 +148,10 @@ def _check_method(method: str, kind: ConvKind, opts: ModelOptions) -> None:
     elif opts.center is not None:
         raise ValueError(f"center={opts.center!r} only applies to the "
                          f"centered methods, not to method {method!r}")
-    if opts.center_components and not kind.centered:
-        raise ValueError(f"center_components only applies to the centered "
-                         f"methods, not to method {method!r}")
+    for name in ("center_components", "center_after_activation"):
+        if getattr(opts, name) and not kind.centered:
+            raise ValueError(f"{name} only applies to the centered "
+                             f"methods, not to method {method!r}")
     if kind.attention and opts.hidden_channels % opts.heads != 0:
         raise ValueError(f"hidden_channels={opts.hidden_channels} must be a "
                          f"multiple of heads={opts.heads}")

@@ -12,6 +12,7 @@ The skeleton, for ``num_layers`` message-passing layers:
         z = norm(z)                           # pairnorm/batchnorm/meansub
         z = rms_scale(z)                      # if rescale
         z = act(z)
+        z = C(z)                              # if center_after_activation
         h_l = z | h_{l-1} + z | (1 - alpha) z + alpha h_0   # residual
     out = Linear(hidden, out)(dropout(JK(h_1..h_L) or h_L))
 
@@ -74,7 +75,12 @@ from torch_geometric.utils import (
 )
 
 from gnn_center.nn.conv_kinds import CONV_KINDS, ConvKind, LayerContext
-from gnn_center.nn.functional import gcn_degree, infer_batch_size, rms_scale
+from gnn_center.nn.functional import (
+    center,
+    gcn_degree,
+    infer_batch_size,
+    rms_scale,
+)
 from gnn_center.nn.model_options import (  # noqa: F401 (re-exported)
     MAX_LAYERS,
     METHODS,
@@ -262,6 +268,11 @@ class DeepGNN(torch.nn.Module):
         if opts.rescale:
             z = rms_scale(z, context.batch, context.batch_size)
         z = self.act(z)
+        if opts.center_after_activation:
+            z = center(z, mode="spectral" if opts.center == "spectral" else
+                       "mean", beta=opts.beta, u=context.u,
+                       batch=context.center_batch,
+                       batch_size=context.center_batch_size)
 
         if opts.residual == "residual":
             z = h + z

@@ -77,15 +77,12 @@ def _centering(opts: "ModelOptions") -> dict:
 
 
 def _gcnii_args(opts: "ModelOptions", layer: int) -> dict:
-    return dict(channels=opts.hidden_channels, alpha=opts.alpha,
-                theta=opts.theta, layer=layer, shared_weights=True,
-                normalize=False)
+    return dict(alpha=opts.alpha, theta=opts.theta, layer=layer,
+                shared_weights=True, normalize=False)
 
 
-def _per_head(opts: "ModelOptions") -> dict:
-    return dict(in_channels=opts.hidden_channels,
-                out_channels=opts.hidden_channels // opts.heads,
-                heads=opts.heads)
+def _per_head(opts: "ModelOptions") -> tuple:
+    return opts.hidden_channels, opts.hidden_channels // opts.heads
 
 
 def _lin_weight(conv: Module) -> Tensor:
@@ -111,23 +108,25 @@ CONV_KINDS: Dict[str, ConvKind] = {
             batch_size=c.center_batch_size, u=c.u),
         hidden_weight=_lin_weight, center_modes=CENTER_MODES),
     "gcnii": ConvKind(
-        build=lambda o, layer: GCN2Conv(**_gcnii_args(o, layer)),
+        build=lambda o, layer: GCN2Conv(o.hidden_channels,
+                                        **_gcnii_args(o, layer)),
         call=lambda conv, h, c: conv(h, c.h0, c.graph, c.edge_weight),
         hidden_weight=_weight1, initial_residual=True),
     "centered-gcnii": ConvKind(
-        build=lambda o, layer: CenteredGCN2Conv(**_gcnii_args(o, layer),
-                                                **_centering(o)),
+        build=lambda o, layer: CenteredGCN2Conv(
+            o.hidden_channels, **_gcnii_args(o, layer), **_centering(o)),
         call=lambda conv, h, c: conv(
             h, c.h0, c.graph, c.edge_weight, batch=c.center_batch,
             batch_size=c.center_batch_size, u=c.u),
         hidden_weight=_weight1, center_modes=CENTER_MODES,
         initial_residual=True),
     "gat": ConvKind(
-        build=lambda o, _: GATConv(**_per_head(o)),
+        build=lambda o, _: GATConv(*_per_head(o), heads=o.heads),
         call=lambda conv, h, c: conv(h, c.graph),
         hidden_weight=_lin_weight, normalizes_graph=False),
     "centered-gat": ConvKind(
-        build=lambda o, _: CenteredGATConv(**_per_head(o), **_centering(o)),
+        build=lambda o, _: CenteredGATConv(
+            *_per_head(o), heads=o.heads, **_centering(o)),
         call=lambda conv, h, c: conv(h, c.graph, batch=c.center_batch,
                                      batch_size=c.center_batch_size),
         hidden_weight=_lin_weight, normalizes_graph=False,

@@ -1,3 +1,5 @@
+from dataclasses import FrozenInstanceError, asdict
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,6 +9,7 @@ from torch_geometric.utils import to_edge_index
 from conftest import random_graph
 from gnn_center.nn import (
     METHODS,
+    CenteredGCN2Conv,
     CenteredGCNConv,
     DeepGNN,
     ModelOptions,
@@ -116,7 +119,8 @@ def test_dropedge_changes_edges_only_in_training(data):
 
 
 @pytest.mark.parametrize("method", ["gcn", "centered-spectral", "gcnii",
-                                    "pairnorm", "centered-gat", "dropedge"])
+                                    "centered-gcnii", "pairnorm",
+                                    "centered-gat", "dropedge"])
 def test_checkpoint_gives_same_loss_and_gradients(data, method):
     x, edge_index, y = data
     results = []
@@ -254,7 +258,8 @@ def test_center_components_equals_explicit_component_batch(data):
         model_for("gcn", 2, center_components=True)
 
 
-@pytest.mark.parametrize("method", ["centered", "gcnii", "gat"])
+@pytest.mark.parametrize("method", ["centered", "gcnii", "centered-gcnii",
+                                    "gat"])
 def test_init_options(method):
     eye = torch.eye(16)
     model = model_for(method, 3, init="orthogonal")
@@ -322,3 +327,137 @@ def test_centered_methods_rescale_and_drop_out_at_the_ends_by_default(data):
     model = model_for("centered-spectral", 64).eval()
     _, hidden = model(x, edge_index, return_hidden=True)
     assert hidden[-1].pow(2).sum(-1).mean() > 0.1
+
+
+@pytest.mark.parametrize("mode", ["mean", "uniform", "spectral"])
+def test_centered_gcnii_model_equals_self_normalising_layers(data, mode):
+    # The model normalises the graph once and passes u for spectral; the
+    # reference layers normalise for themselves.
+    x, edge_index, _ = data
+    model = model_for("centered-gcnii", 3, center=mode).eval()
+    h0 = h = torch.relu(model.lin_in(x))
+    for layer, conv in enumerate(model.convs, start=1):
+        ref = CenteredGCN2Conv(16, 0.1, 0.5, layer, center=mode)
+        ref.load_state_dict(conv.state_dict())
+        h = torch.relu(ref(h, h0, edge_index))
+    torch.testing.assert_close(model(x, edge_index), model.lin_out(h))
+
+
+def test_centered_gcnii_at_beta_zero_is_gcnii(data):
+    x, edge_index, _ = data
+    plain = model_for("gcnii", 4).eval()
+    centered = model_for("centered-gcnii", 4, beta=0.0).eval()
+    centered.load_state_dict(plain.state_dict())
+    torch.testing.assert_close(centered(x, edge_index), plain(x, edge_index))
+    full = model_for("centered-gcnii", 4).eval()
+    full.load_state_dict(plain.state_dict())
+    assert not torch.allclose(full(x, edge_index), plain(x, edge_index))
+
+
+def test_centered_gcnii_options():
+    model = model_for("centered-gcnii", 3)
+    assert model.options.center == "mean"
+    assert not model.options.rescale
+    assert model.options.dropout_placement == "every"  # GCNII's skeleton
+    learned = model_for("centered-gcnii", 3, learn_beta=True)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(learned) == count(model_for("gcnii", 3)) + 3
+    with pytest.raises(ValueError, match="centered-gcnii has its own"):
+        model_for("centered-gcnii", 3, residual="residual")
+    with pytest.raises(ValueError, match="Unknown center='median'"):
+        model_for("centered-gcnii", 3, center="median")
+
+
+@pytest.mark.parametrize("options,match", [
+    ({"dropout": 1.0}, r"dropout=1.0 is outside \[0, 1\)"),
+    ({"dropedge": -0.1}, r"dropedge=-0.1 is outside \[0, 1\)"),
+    ({"alpha": 2.0}, r"alpha=2.0 is outside \[0, 1\]"),
+    ({"beta": 1.5}, r"beta=1.5 is outside \[0, 1\]"),
+    ({"norm": "layernorm"}, "Unknown norm='layernorm'"),
+    ({"center": "median"}, "Unknown center='median'"),
+    ({"hidden_channels": 0}, "hidden_channels=0 must be positive"),
+    ({"heads": 0}, "heads=0 must be positive"),
+    ({"init": "zeros"}, "Unknown init='zeros'"),
+    ({"activation": "nope"}, "nope"),
+    ({"checkpoint": True, "norm": "batchnorm"}, "cannot be combined"),
+])
+def test_model_options_are_checked_on_construction(options, match):
+    with pytest.raises(ValueError, match=match):
+        ModelOptions(**options)
+
+
+def test_model_options_are_frozen():
+    options = ModelOptions()
+    with pytest.raises(FrozenInstanceError):
+        options.dropout = 2.0
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_resolved_options_leave_nothing_unset(method):
+    options = model_for(method, 2).options
+    unset = [k for k, v in asdict(options).items() if v is None]
+    # center=None is a value, no centering, as in the layers.
+    assert unset == ([] if options.center is not None else ["center"])
+    assert (options.center is None) == (METHODS[method].get("center")
+                                        is None)
+    # Resolving the resolved options again changes nothing, so the options
+    # a record stores rebuild the same model.
+    assert model_for(method, 2, **asdict(options)).options == options
+
+
+def test_config_style_option_values_keep_their_meaning():
+    # The strings a config writes are values, None (or absence) is unset.
+    pairnorm_off = model_for("pairnorm", 2, norm="none")
+    assert pairnorm_off.options.norm == "none"
+    assert all(isinstance(n, torch.nn.Identity) for n in pairnorm_off.norms)
+    assert model_for("pairnorm", 2, norm=None).options.norm == "pairnorm"
+    assert model_for("residual", 2, residual="none").options.residual == \
+        "none"
+    assert model_for("gcn", 2, residual="residual").options.residual == \
+        "residual"
+    assert model_for("gcn", 2, dropout=0.6).options.dropout == 0.6
+
+
+@pytest.mark.parametrize("method", ["centered-gcnii", "gat"])
+def test_model_pickles(data, method):
+    # torch.save(model) and process pools pickle the whole module.
+    import pickle
+    x, edge_index, _ = data
+    model = model_for(method, 2).eval()
+    copy = pickle.loads(pickle.dumps(model))
+    torch.testing.assert_close(copy(x, edge_index), model(x, edge_index))
+
+
+@pytest.mark.parametrize("mode", ["mean", "spectral"])
+def test_center_after_activation_equals_layers_then_centering(data, mode):
+    x, edge_index, _ = data
+    method = "centered" if mode == "mean" else "centered-spectral"
+    model = model_for(method, 3, rescale=False,
+                      center_after_activation=True, beta=0.8).eval()
+    degree = torch.zeros(N).index_add_(0, edge_index[1],
+                                       torch.ones(edge_index.size(1))) + 1
+    u = degree.sqrt()  # the dominant eigenvector of the GCN operator
+    h = torch.relu(model.lin_in(x))
+    for conv in model.convs:
+        ref = CenteredGCNConv(16, 16, center=mode, beta=0.8)
+        ref.load_state_dict(conv.state_dict())
+        h = torch.relu(ref(h, edge_index))
+        if mode == "mean":
+            h = h - 0.8 * h.mean(0)
+        else:
+            h = h - 0.8 * torch.outer(u, u @ h) / (u @ u)
+    torch.testing.assert_close(model(x, edge_index), model.lin_out(h))
+
+
+def test_center_after_activation_per_graph_and_only_when_centered(data):
+    x, edge_index, _ = data
+    keep = (edge_index < 15).all(0) | (edge_index >= 15).all(0)
+    batch = (torch.arange(N) >= 15).long()
+    model = model_for("centered-gcnii", 3, center_after_activation=True)
+    _, hidden = model.eval()(x, edge_index[:, keep], batch=batch,
+                             return_hidden=True)
+    for graph in (0, 1):  # GCNII adds no residual after the layer
+        torch.testing.assert_close(hidden[-1][batch == graph].mean(0),
+                                   torch.zeros(16), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="center_after_activation only"):
+        model_for("gcn", 2, center_after_activation=True)

@@ -8,6 +8,7 @@ from gnn_center.nn.functional import (
     rms_scale,
 )
 from gnn_center.nn.centered_gcn_conv import CenteredGCNConv
+from gnn_center.nn.centered_gcn2_conv import CenteredGCN2Conv
 from gnn_center.nn.centered_gat_conv import CenteredGATConv
 from gnn_center.nn.models import (
     METHODS,
@@ -20,6 +21,7 @@ __all__ = [
     "CENTER_MODES",
     "METHODS",
     "CenteredGATConv",
+    "CenteredGCN2Conv",
     "CenteredGCNConv",
     "DeepGNN",
     "ModelOptions",

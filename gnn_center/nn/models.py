@@ -12,6 +12,7 @@ The skeleton, for ``num_layers`` message-passing layers:
         z = norm(z)                           # pairnorm/batchnorm/meansub
         z = rms_scale(z)                      # if rescale
         z = act(z)
+        z = C(z)                              # if center_after_activation
         h_l = z | h_{l-1} + z | (1 - alpha) z + alpha h_0   # residual
     out = Linear(hidden, out)(dropout(JK(h_1..h_L) or h_L))
 
@@ -41,16 +42,21 @@ residual           :math:`h + \sigma(\hat{A} h W + b)`
 initial-residual   :math:`(1-\alpha)\sigma(\hat{A} h W + b) + \alpha h_0`
 gcnii              PyG ``GCN2Conv`` (initial residual and identity mapping,
                    :math:`\beta_l = \log(\theta / l + 1)`)
+centered-gcnii     ``CenteredGCN2Conv`` (``mean``): :math:`((1-\alpha)(I -
+                   \tfrac{1}{n}11^\top)\hat{A} h + \alpha h_0)((1-\beta_l)I
+                   + \beta_l W)`, GCNII's skeleton otherwise
 gat / centered-gat PyG ``GATConv`` / ``CenteredGATConv`` (``uniform``)
 ================== ========================================================
 
 Options combine and override a method's own: e.g.
 ``build_model("centered-spectral", ..., residual="residual")`` or
 ``build_model("centered", ..., rescale=False, dropout_placement="every")``
-for the bare layer.
+for the bare layer. The methods and options live in
+:mod:`gnn_center.nn.model_options`, the kinds of layer (how each is built
+and called) in :mod:`gnn_center.nn.conv_kinds`.
 """
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from typing import List, Optional, Tuple, Union
 
 import torch
@@ -58,14 +64,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint as checkpoint_fn
 
-from torch_geometric.nn import (
-    GATConv,
-    GCN2Conv,
-    GCNConv,
-    JumpingKnowledge,
-    MeanSubtractionNorm,
-    PairNorm,
-)
+from torch_geometric.nn import JumpingKnowledge, MeanSubtractionNorm, PairNorm
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.nn.resolver import activation_resolver
 from torch_geometric.typing import OptTensor
@@ -75,169 +74,20 @@ from torch_geometric.utils import (
     to_torch_csr_tensor,
 )
 
-from gnn_center.nn.centered_gat_conv import GAT_CENTER_MODES, CenteredGATConv
-from gnn_center.nn.centered_gcn_conv import CenteredGCNConv
+from gnn_center.nn.conv_kinds import CONV_KINDS, ConvKind, LayerContext
 from gnn_center.nn.functional import (
-    CENTER_MODES,
-    check_beta,
+    center,
     gcn_degree,
     infer_batch_size,
     rms_scale,
 )
-
-MIN_LAYERS, MAX_LAYERS = 2, 128
-
-# What each method changes in the skeleton; every other option keeps the
-# value the user gives or its default below.
-_CENTERED = dict(rescale=True, dropout_placement="io")
-METHODS = {
-    "gcn": dict(conv="gcn"),
-    # Centering removes the dominant component, and with it most of the
-    # feature scale: the centered GCN methods rescale after each layer and
-    # keep dropout to the input and output, the setting the depth ablations
-    # support (experiments/results/deep_training.md).
-    "centered": dict(conv="centered", center="mean", **_CENTERED),
-    "centered-uniform": dict(conv="centered", center="uniform", **_CENTERED),
-    "centered-spectral": dict(conv="centered", center="spectral",
-                              **_CENTERED),
-    "gat": dict(conv="gat"),
-    "centered-gat": dict(conv="centered-gat", center="uniform"),
-    "pairnorm": dict(conv="gcn", norm="pairnorm"),
-    "dropedge": dict(conv="gcn", dropedge=0.3),
-    "residual": dict(conv="gcn", residual="residual"),
-    "initial-residual": dict(conv="gcn", residual="initial"),
-    "gcnii": dict(conv="gcnii"),
-    "batchnorm": dict(conv="gcn", norm="batchnorm"),
-    "meansub": dict(conv="gcn", norm="meansub"),
-}
-
-NORMS = ("none", "pairnorm", "batchnorm", "meansub")
-RESIDUALS = ("none", "residual", "initial")
-JK_MODES = ("last", "cat", "max")
-PAIRNORM_MODES = ("PN", "PN-SI")
-DROPOUT_PLACEMENTS = ("every", "io")
-INITS = ("glorot", "orthogonal", "identity")
-
-
-@dataclass
-class ModelOptions:
-    r"""Every option of :class:`DeepGNN` with its default, in one place.
-
-    Options left at :obj:`None` take the method's value from
-    :data:`METHODS`, or the neutral value (no norm, no residual, no
-    DropEdge, no rescaling, dropout before every layer) when the method
-    does not set them.
-    """
-    hidden_channels: int = 64
-    dropout: float = 0.5
-    #: ``"every"``: before each layer; ``"io"``: input and output only.
-    dropout_placement: Optional[str] = None
-    activation: str = "relu"
-    #: Centering mode for the centered methods (mean, uniform, spectral).
-    center: Optional[str] = None
-    beta: float = 1.0
-    learn_beta: bool = False
-    #: Divide by the RMS row norm after each layer (PairNorm's scaling).
-    rescale: Optional[bool] = None
-    norm: Optional[str] = None
-    pairnorm_mode: str = "PN"
-    pairnorm_scale: float = 1.0
-    residual: Optional[str] = None
-    #: Weight of h_0 in initial residual connections and GCNII.
-    alpha: float = 0.1
-    #: GCNII's theta (lambda in the paper).
-    theta: float = 0.5
-    #: DropEdge rate.
-    dropedge: Optional[float] = None
-    heads: int = 1
-    jk: Optional[str] = None
-    #: Recompute layer activations in the backward pass to save memory.
-    checkpoint: bool = False
-    #: Center each connected component on its own (the graph operator has
-    #: one unit eigenvalue per component). The labels come from the graph
-    #: (a component never spans two graphs of a batch, so they refine the
-    #: batch vector); norms and rescaling keep the batch vector.
-    center_components: bool = False
-    #: Initialisation of the hidden-to-hidden weight of each layer:
-    #: PyG's default (glorot), orthogonal, or identity plus small noise.
-    init: str = "glorot"
-
-
-def _choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"Unknown {name}={value!r}; choose one of "
-                         f"{', '.join(repr(c) for c in choices)}")
-
-
-def resolve_options(method: str, num_layers: int,
-                    **options) -> Tuple[str, ModelOptions]:
-    r"""Validates a method name, depth and options, and fills the options
-    the method sets. Returns the conv kind and the full options."""
-    if method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}; choose one of "
-                         f"{', '.join(METHODS)}")
-    if not isinstance(num_layers, int) or not (MIN_LAYERS <= num_layers
-                                               <= MAX_LAYERS):
-        raise ValueError(f"num_layers={num_layers!r} is out of range; use "
-                         f"an integer from {MIN_LAYERS} to {MAX_LAYERS}")
-    known = {f.name for f in fields(ModelOptions)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ValueError(f"Unknown model option(s) {', '.join(unknown)}; "
-                         f"valid options: {', '.join(sorted(known))}")
-
-    preset = dict(METHODS[method])
-    conv = preset.pop("conv")
-    opts = ModelOptions(**options)
-    for key, value in preset.items():
-        if getattr(opts, key) is None:
-            setattr(opts, key, value)
-    opts.norm = opts.norm or "none"
-    opts.residual = opts.residual or "none"
-    opts.dropedge = 0.0 if opts.dropedge is None else opts.dropedge
-    opts.rescale = bool(opts.rescale)
-    opts.dropout_placement = opts.dropout_placement or "every"
-
-    if conv in ("centered", "centered-gat"):
-        allowed = CENTER_MODES if conv == "centered" else GAT_CENTER_MODES
-        _choice("center", opts.center, allowed)
-    elif opts.center is not None:
-        raise ValueError(f"center={opts.center!r} only applies to the "
-                         f"centered methods, not to method {method!r}")
-    check_beta(opts.beta)
-    _choice("norm", opts.norm, NORMS)
-    _choice("residual", opts.residual, RESIDUALS)
-    _choice("pairnorm_mode", opts.pairnorm_mode, PAIRNORM_MODES)
-    _choice("dropout_placement", opts.dropout_placement, DROPOUT_PLACEMENTS)
-    _choice("init", opts.init, INITS)
-    if opts.center_components and conv not in ("centered", "centered-gat"):
-        raise ValueError(f"center_components only applies to the centered "
-                         f"methods, not to method {method!r}")
-    if opts.checkpoint and opts.norm == "batchnorm":
-        # Recomputing a BatchNorm layer in the backward pass would update
-        # its running statistics twice per step.
-        raise ValueError("checkpoint=True cannot be combined with "
-                         "norm='batchnorm'; use checkpoint=False")
-    if opts.jk is not None:
-        _choice("jk", opts.jk, JK_MODES)
-    if not 0.0 <= opts.dropout < 1.0:
-        raise ValueError(f"dropout={opts.dropout} is outside [0, 1)")
-    if not 0.0 <= opts.dropedge < 1.0:
-        raise ValueError(f"dropedge={opts.dropedge} is outside [0, 1)")
-    if not 0.0 <= opts.alpha <= 1.0:
-        raise ValueError(f"alpha={opts.alpha} is outside [0, 1]")
-    if opts.hidden_channels < 1:
-        raise ValueError(f"hidden_channels={opts.hidden_channels} must be "
-                         f"positive")
-    if conv in ("gat", "centered-gat") and (
-            opts.heads < 1 or opts.hidden_channels % opts.heads != 0):
-        raise ValueError(f"hidden_channels={opts.hidden_channels} must be a "
-                         f"multiple of heads={opts.heads}")
-    if conv == "gcnii" and opts.residual != "none":
-        raise ValueError("gcnii has its own initial residual connection; "
-                         "leave residual unset")
-    activation_resolver(opts.activation)  # raises on an unknown name
-    return conv, opts
+from gnn_center.nn.model_options import (  # noqa: F401 (re-exported)
+    MAX_LAYERS,
+    METHODS,
+    MIN_LAYERS,
+    ModelOptions,
+    resolve_options,
+)
 
 
 class DeepGNN(torch.nn.Module):
@@ -269,8 +119,7 @@ class DeepGNN(torch.nn.Module):
     def __init__(self, in_channels: int, out_channels: int, num_layers: int,
                  method: str = "gcn", **options):
         super().__init__()
-        self.conv_kind, self.options = resolve_options(method, num_layers,
-                                                       **options)
+        _, self.options = resolve_options(method, num_layers, **options)
         self.method = method
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -281,38 +130,18 @@ class DeepGNN(torch.nn.Module):
         self.lin_in = torch.nn.Linear(in_channels, hidden)
         self.act = activation_resolver(opts.activation)
         self.convs = torch.nn.ModuleList(
-            self._make_conv(layer) for layer in range(1, num_layers + 1))
+            self.kind.build(opts, layer) for layer in range(1, num_layers + 1))
         self.norms = torch.nn.ModuleList(
             self._make_norm() for _ in range(num_layers))
         self.jk = None
         jk_channels = hidden
-        if opts.jk in ("cat", "max"):  # "last" is the plain skeleton
+        if opts.jk != "last":  # "last" is the plain skeleton
             self.jk = JumpingKnowledge(opts.jk)
             if opts.jk == "cat":
                 jk_channels = hidden * num_layers
         self.lin_out = torch.nn.Linear(jk_channels, out_channels)
         self._components = None
         self.reset_parameters()
-
-    def _make_conv(self, layer: int) -> torch.nn.Module:
-        opts, hidden = self.options, self.options.hidden_channels
-        # GCN-type layers receive the graph normalised once by the model.
-        if self.conv_kind == "gcn":
-            return GCNConv(hidden, hidden, normalize=False)
-        if self.conv_kind == "centered":
-            return CenteredGCNConv(hidden, hidden, normalize=False,
-                                   center=opts.center, beta=opts.beta,
-                                   learn_beta=opts.learn_beta)
-        if self.conv_kind == "gcnii":
-            return GCN2Conv(hidden, alpha=opts.alpha, theta=opts.theta,
-                            layer=layer, shared_weights=True,
-                            normalize=False)
-        per_head = hidden // opts.heads
-        if self.conv_kind == "gat":
-            return GATConv(hidden, per_head, heads=opts.heads)
-        return CenteredGATConv(hidden, per_head, heads=opts.heads,
-                               center=opts.center, beta=opts.beta,
-                               learn_beta=opts.learn_beta)
 
     def _make_norm(self) -> torch.nn.Module:
         opts = self.options
@@ -338,11 +167,8 @@ class DeepGNN(torch.nn.Module):
                 for conv in self.convs:
                     self._init_weight(self._hidden_weight(conv))
 
-    @staticmethod
-    def _hidden_weight(conv: torch.nn.Module) -> Tensor:
-        # GCN2Conv keeps its square weight as weight1; the others in lin.
-        return conv.weight1 if isinstance(conv, GCN2Conv) else \
-            conv.lin.weight
+    def _hidden_weight(self, conv: torch.nn.Module) -> Tensor:
+        return self.kind.hidden_weight(conv)
 
     def _init_weight(self, weight: Tensor) -> None:
         if self.options.init == "orthogonal":
@@ -353,8 +179,19 @@ class DeepGNN(torch.nn.Module):
                                    device=weight.device) + noise)
 
     @property
+    def conv_kind(self) -> str:
+        r"""The name of the method's kind of layer in
+        :data:`~gnn_center.nn.conv_kinds.CONV_KINDS`."""
+        return METHODS[self.method]["conv"]
+
+    @property
+    def kind(self) -> ConvKind:
+        # Looked up, not stored: the table's functions do not pickle.
+        return CONV_KINDS[self.conv_kind]
+
+    @property
     def normalizes_graph(self) -> bool:
-        return self.conv_kind in ("gcn", "centered", "gcnii")
+        return self.kind.normalizes_graph
 
     def drop_edges(self, edge_index: Tensor, edge_weight: OptTensor = None
                    ) -> Tuple[Tensor, OptTensor]:
@@ -417,41 +254,30 @@ class DeepGNN(torch.nn.Module):
                                 labels, int(count))
         return self._components[2], self._components[3]
 
-    def _layer(self, index: int, h: Tensor, h0: Tensor, edge_index: Tensor,
-               edge_weight: OptTensor, u: OptTensor, batch: OptTensor,
-               batch_size: Optional[int], center_batch: OptTensor,
-               center_batch_size: Optional[int]) -> Tensor:
+    def _layer(self, index: int, h: Tensor, context: LayerContext) -> Tensor:
         opts = self.options
-        conv, norm = self.convs[index], self.norms[index]
         z = h
         if opts.dropout_placement == "every":
             z = F.dropout(z, p=opts.dropout, training=self.training)
-
-        if self.conv_kind == "gcn":
-            z = conv(z, edge_index, edge_weight)
-        elif self.conv_kind == "centered":
-            z = conv(z, edge_index, edge_weight, batch=center_batch,
-                     batch_size=center_batch_size, u=u)
-        elif self.conv_kind == "gcnii":
-            z = conv(z, h0, edge_index, edge_weight)
-        elif self.conv_kind == "gat":
-            z = conv(z, edge_index)
-        else:
-            z = conv(z, edge_index, batch=center_batch,
-                     batch_size=center_batch_size)
-
+        z = self.kind.call(self.convs[index], z, context)
+        norm = self.norms[index]
         if opts.norm in ("pairnorm", "meansub"):
-            z = norm(z, batch, batch_size)
+            z = norm(z, context.batch, context.batch_size)
         else:
             z = norm(z)
         if opts.rescale:
-            z = rms_scale(z, batch, batch_size)
+            z = rms_scale(z, context.batch, context.batch_size)
         z = self.act(z)
+        if opts.center_after_activation:
+            z = center(z, mode="spectral" if opts.center == "spectral" else
+                       "mean", beta=opts.beta, u=context.u,
+                       batch=context.center_batch,
+                       batch_size=context.center_batch_size)
 
         if opts.residual == "residual":
             z = h + z
         elif opts.residual == "initial":
-            z = (1 - opts.alpha) * z + opts.alpha * h0
+            z = (1 - opts.alpha) * z + opts.alpha * context.h0
         return z
 
     def _embed(self, x: Tensor) -> Tensor:
@@ -489,19 +315,20 @@ class DeepGNN(torch.nn.Module):
         if self.options.center_components:
             center_batch, center_batch_size = self.component_labels(
                 x.size(0), edge_index)
-        edge_index, edge_weight, u = self.prepare_graph(
+        graph, edge_weight, u = self.prepare_graph(
             x.size(0), edge_index, edge_weight, x.dtype)
 
         opts = self.options
         h0 = h = self.act(self._embed(x))
+        context = LayerContext(graph, edge_weight, u, h0, batch, batch_size,
+                               center_batch, center_batch_size)
         hidden = [h0]
         for index in range(self.num_layers):
-            args = (index, h, h0, edge_index, edge_weight, u, batch,
-                    batch_size, center_batch, center_batch_size)
             if opts.checkpoint and self.training and torch.is_grad_enabled():
-                h = checkpoint_fn(self._layer, *args, use_reentrant=False)
+                h = checkpoint_fn(self._layer, index, h, context,
+                                  use_reentrant=False)
             else:
-                h = self._layer(*args)
+                h = self._layer(index, h, context)
             hidden.append(h)
 
         if self.jk is not None:

@@ -306,11 +306,11 @@ def test_full_configs_share_one_block():
 def test_dataset_whose_package_is_missing_is_left_to_the_run(tmp_path,
                                                              monkeypatch):
     # ogbn-* without ogb: loading the dataset says what to install.
-    import gnn_center.data as data_module
+    import gnn_center.data.ogb as ogb_module
 
     def without_ogb():
         raise ModuleNotFoundError("no ogb", name="ogb")
-    monkeypatch.setattr(data_module, "_ogb_master", without_ogb)
+    monkeypatch.setattr(ogb_module, "master", without_ogb)
     path = write(tmp_path, yaml.safe_dump(dict(BASE, datasets=["ogbn-arxiv"],
                                                data={"split": "official"})))
     assert load_config(path).datasets == ["ogbn-arxiv"]

@@ -42,6 +42,8 @@ from torch_geometric.utils import (
 )
 from torch_geometric.utils.num_nodes import maybe_num_nodes
 
+from gnn_center.nn.fused import spectral_center, uniform_center
+
 CENTER_MODES = ("mean", "uniform", "spectral")
 SCATTER_BACKENDS = ("auto", "torch", "torch_scatter")
 
@@ -240,7 +242,9 @@ def center(
         if batch is None:
             if mode == "mean":
                 return _MeanCenter.apply(h, beta)
-            return h - beta * src.mean(dim=0, keepdim=True)
+            return uniform_center(h, src, beta)
+        if mode == "uniform":
+            return uniform_center(h, src, beta, batch, batch_size)
         count = graph_sum(src.new_ones(src.size(0)), batch, batch_size)
         correction = graph_sum(src, batch, batch_size)
         correction = correction * _unsqueeze_like(
@@ -254,22 +258,7 @@ def center(
     if u.dim() != 1 or u.numel() != h.size(0):
         raise ValueError(f"u has shape {tuple(u.shape)} but the features "
                          f"have {h.size(0)} nodes; pass one entry per node")
-    src = h if x is None else x
-    u = u.to(src.dtype)
-    if batch is None and h.dim() == 2:
-        # One graph: a matrix-vector product for uᵀx and a fused rank-one
-        # update h - β u (uᵀx)/(uᵀu), two passes over the features.
-        norm = u.dot(u)
-        coeff = (u @ src) * (beta / torch.where(norm > 0, norm,
-                                                 torch.ones_like(norm)))
-        return torch.addr(h, u, coeff, alpha=-1)
-    u_col = _unsqueeze_like(u, src)
-    # Coefficient β (uᵀx)/(uᵀu) per graph; a graph with u = 0 has none.
-    norm = graph_sum(u.square(), batch, batch_size)
-    coeff = graph_sum(u_col * src, batch, batch_size)
-    coeff = coeff * _unsqueeze_like(
-        beta / torch.where(norm > 0, norm, torch.ones_like(norm)), coeff)
-    return h - u_col * _per_node(coeff, batch)
+    return spectral_center(h, x, u, beta, batch, batch_size)
 
 
 def gcn_degree(

@@ -135,8 +135,8 @@ def spectral_center(h: Tensor, x: OptTensor, u: Tensor,
         # uᵀX as one matrix-vector product: its backward writes one
         # rank-one product, the least the gradient of X needs.
         norm = u.dot(u).view(1)
-        total = (u @ src.reshape(src.size(0), -1)).view(
-            (1, ) + src.shape[1:])
+        flat = src if src.dim() == 2 else src.reshape(src.size(0), -1)
+        total = (u @ flat).view((1, ) + src.shape[1:])
     else:
         norm = scatter(u.square(), batch, dim=0, dim_size=batch_size,
                        reduce="sum")

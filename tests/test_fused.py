@@ -211,3 +211,40 @@ def test_center_compiles_without_graph_breaks(mode, batched):
             expected_out, expected_grads = out, grads
     torch.testing.assert_close(expected_out, out)
     torch.testing.assert_close(expected_grads, grads)
+
+
+def _layer_case(kind, mode):
+    from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+    from conftest import random_graph
+    from gnn_center.nn import CenteredGATConv, CenteredGCNConv, gcn_degree
+    edge_index, _ = random_graph(12, 20)
+    x = torch.randn(12, 5)
+    torch.manual_seed(0)
+    if kind == "gat":
+        conv = CenteredGATConv(5, 3, heads=2, center=mode, learn_beta=True)
+        return conv, (x, edge_index)
+    # The graph prepared outside, as DeepGNN does: the layer's own code,
+    # centering included, must trace as one graph.
+    u = gcn_degree(edge_index, num_nodes=12).sqrt()
+    norm_index, norm_weight = gcn_norm(edge_index, num_nodes=12)
+    conv = CenteredGCNConv(5, 3, center=mode, normalize=False,
+                           learn_beta=True)
+    return conv, (x, norm_index, norm_weight, None, None, u)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,mode", [("gcn", "uniform"),
+                                       ("gcn", "spectral"),
+                                       ("gat", "uniform")])
+def test_layer_compiles_without_graph_breaks(kind, mode):
+    torch._dynamo.reset()
+    conv, args = _layer_case(kind, mode)
+    compiled = torch.compile(conv, fullgraph=True)
+    results = []
+    for f in (compiled, conv):
+        conv.zero_grad()
+        out = f(*args)
+        out.square().sum().backward()
+        results.append((out, [p.grad.clone() for p in conv.parameters()]))
+    torch.testing.assert_close(results[0], results[1])

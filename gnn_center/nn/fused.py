@@ -9,10 +9,11 @@ Both corrections have the form
 
 per graph :math:`g`, with :math:`\mathbf{w} = \mathbf{1}` for ``uniform``
 (:math:`\mathbf{c}_g` the graph's mean input) and :math:`\mathbf{w} =
-\mathbf{u}` for ``spectral``. Left to autograd, ``H - beta * c`` writes two
-node-sized buffers in the backward pass (the negated gradient before it is
-summed to the shape of :math:`\mathbf{c}`, and the mean's gradient divided
-by :math:`n`) and reads them again. Here the coefficients :math:`\mathbf{c}`
+\mathbf{u}` for ``spectral``. Left to autograd, ``H - beta * mean(X)``
+writes two node-sized buffers in the backward pass (the negated gradient
+before it is summed to the shape of the mean, and the mean's gradient
+divided by :math:`n`) and reads them again; per graph, or with attention
+heads, ``spectral`` does the same. Here the coefficients :math:`\mathbf{c}`
 (one row per graph) come from a reduction whose autograd backward is already
 minimal (a broadcast view for ``uniform``, one rank-one product for
 ``spectral``), and :class:`_SubtractRows` applies them with a hand-written
@@ -22,13 +23,20 @@ backward: the gradient of :math:`\mathbf{H}` is the incoming gradient itself
 Node-sized passes, one graph: forward reads :math:`\mathbf{X}` once and
 :math:`\mathbf{H}` once and writes the output once; backward reads the
 gradient once and, for ``spectral``, writes the gradient of
-:math:`\mathbf{X}` once (``uniform`` returns a broadcast view). With a
-``batch`` vector the per-graph rows are gathered to the nodes first, one
-more write and read.
+:math:`\mathbf{X}` once (``uniform`` returns a broadcast view); autograd
+adds it to the aggregation's gradient of :math:`\mathbf{X}`, the one pass
+two paths into :math:`\mathbf{X}` need anyway. With a ``batch`` vector the
+per-graph rows are gathered to the nodes first, one more write and read
+(and ``spectral`` forms :math:`\mathbf{u} \circ \mathbf{X}` for the
+per-graph sums and :math:`\mathbf{u} \circ \text{grad}` for their
+gradient: there is no weighted scatter to fuse them into).
 
 The backward is built from differentiable operations on saved inputs, so
 double backward (and the gradient of a learned :math:`\beta` or of
 :math:`\mathbf{u}`) works too.
+
+These functions take validated input: :func:`~gnn_center.nn.center` checks
+``beta``, ``u`` and ``batch`` and dispatches here.
 """
 from typing import Optional, Union
 

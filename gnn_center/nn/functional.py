@@ -40,6 +40,8 @@ from torch_geometric.utils import (
 )
 from torch_geometric.utils.num_nodes import maybe_num_nodes
 
+from gnn_center.nn.fused import spectral_center, uniform_center
+
 CENTER_MODES = ("mean", "uniform", "spectral")
 
 
@@ -259,7 +261,10 @@ def _center_dim0(h: Tensor, mode: str, beta: Union[float, Tensor],
             if not torch.jit.is_scripting():  # autograd.Function: eager only
                 if mode == "mean":
                     return _MeanCenter.apply(h, beta)
+                return uniform_center(h, src, beta)
             return h - _times(beta, src.mean(dim=0, keepdim=True))
+        if mode == "uniform" and not torch.jit.is_scripting():
+            return uniform_center(h, src, beta, batch, batch_size)
         count = graph_sum(src.new_ones(src.size(0)), batch, batch_size)
         correction = graph_sum(src, batch, batch_size)
         correction = correction * _unsqueeze_like(
@@ -273,6 +278,8 @@ def _center_dim0(h: Tensor, mode: str, beta: Union[float, Tensor],
     if u.dim() != 1 or u.numel() != h.size(0):
         raise ValueError(f"u has shape {_shape(u)} but the features "
                          f"have {h.size(0)} nodes; pass one entry per node")
+    if not torch.jit.is_scripting():  # hand-written backward, eager only
+        return spectral_center(h, x, u, beta, batch, batch_size)
     src = h if x is None else x
     u = u.to(src.dtype)
     if batch is None and h.dim() == 2:

@@ -33,15 +33,10 @@ from tqdm.auto import tqdm
 
 from gnn_center.config import Cell, ExperimentConfig
 from gnn_center.data import load_dataset
-from gnn_center.records import (ERRORS_FILE, RESULTS_FILE, UsageError,
-                                append_or_keep, check_writable, lock_folder,
-                                read_records)
+from gnn_center.records import (  # noqa: F401 - read_records: the API
+    ERRORS_FILE, RESULTS_FILE, UsageError, append_or_keep, check_writable,
+    lock_folder, read_records)
 from gnn_center.train import TrainOptions, run
-
-__all__ = ["run_sweep", "run_cell", "SweepSummary", "Store",
-           "DatasetUnavailable", "ResultsNotSaved", "RESULTS_FILE",
-           "ERRORS_FILE", "read_records"]
-
 
 class DatasetUnavailable(UsageError):
     pass
@@ -128,8 +123,6 @@ def check_datasets(cells: List[Cell], root: Optional[str]) -> None:
                 f"nothing was run. {type(err).__name__}: {err}") from err
 
 
-# --- Ctrl-C --------------------------------------------------------------
-
 _DEFERRING = [0]  # depth of nested _sigint_deferred blocks
 
 
@@ -174,8 +167,6 @@ def _sigint_ignored():
         signal.signal(signal.SIGINT, handler)
 
 
-# --- Storing records -----------------------------------------------------
-
 @dataclass
 class SweepSummary:
     total: int
@@ -209,7 +200,7 @@ class Store:
     def __init__(self, config_name: str, summary: SweepSummary,
                  bar: Optional[tqdm] = None):
         self.config_name, self.summary, self.bar = config_name, summary, bar
-        self.kept: Dict[Path, int] = {}
+        self.kept: Dict[Path, Path] = {}  # fallback file -> its target
         self.error: Optional[OSError] = None
 
     def __call__(self, record: Dict[str, Any]) -> None:
@@ -225,10 +216,11 @@ class Store:
         if not error:
             record.pop("traceback", None)
         path = summary.results_path
-        kept, err = append_or_keep(path.parent / ERRORS_FILE if error
-                                   else path, record)
+        if error:
+            path = path.parent / ERRORS_FILE
+        kept, err = append_or_keep(path, record)
         if kept is not None:
-            self.kept[kept] = self.kept.get(kept, 0) + 1
+            self.kept[kept] = path
             self.error = err
         if error:
             summary.errors += 1
@@ -242,17 +234,13 @@ class Store:
             self.bar.update()
 
     def not_saved_message(self) -> str:
-        where = "; ".join(f"{n} record(s) in {path}"
-                          for path, n in self.kept.items())
+        copy = "; ".join(f"cat {kept} >> {path}"
+                         for kept, path in self.kept.items())
         return (f"could not write to {self.summary.results_path.parent}: "
-                f"{self.error}. The sweep stopped; finished runs are kept: "
-                f"{where}. Once fixed, append them to the file named in "
-                f"each record's 'status' ({RESULTS_FILE} or {ERRORS_FILE}; "
-                f"e.g. `cat KEPT >> {self.summary.results_path}`) and "
-                f"re-run to resume")
+                f"{self.error}. The sweep stopped; its finished runs are "
+                f"kept: once the folder is writable, run `{copy}` and "
+                f"re-run the sweep to resume")
 
-
-# --- Executors -----------------------------------------------------------
 
 def run_here(cells: List[Cell], store: Store, root: Optional[str],
              layer_metrics: bool, progress: bool) -> None:
@@ -266,6 +254,8 @@ def _init_worker(threads: int, epochs_queue) -> None:
     global _EPOCHS_QUEUE
     torch.set_num_threads(threads)
     _EPOCHS_QUEUE = epochs_queue
+    if epochs_queue is not None:  # never wait at exit for unread epochs
+        epochs_queue.cancel_join_thread()
     # Ctrl-C reaches the whole process group; the parent alone handles it
     # (see _stop_workers), so a worker is not left half-way through a queue.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -410,17 +400,16 @@ def run_sweep(config: ExperimentConfig, jobs: int = 1,
                                skipped=len(cells) - len(todo), finished=0,
                                errors=0, diverged=0, interrupted=False,
                                results_path=results_path)
-        check_datasets(todo, config.root)
-        if jobs > 1:
-            _TASKS.clear()  # the workers load their own
         bar = tqdm(total=len(todo), desc=config.name,
                    disable=not progress, dynamic_ncols=True)
         store = Store(config.name, summary, bar)
         try:
+            check_datasets(todo, config.root)
             if jobs == 1:
                 run_here(todo, store, config.root, config.layer_metrics,
                          progress)
             else:
+                _TASKS.clear()  # the workers load their own
                 run_in_processes(todo, store, config.root,
                                  config.layer_metrics, jobs, bar)
         except KeyboardInterrupt:

@@ -56,12 +56,19 @@ def _train(args) -> int:
         lr=args.lr, weight_decay=args.weight_decay, max_epochs=args.epochs,
         patience=args.patience, device=args.device).items()
         if v is not None})
-    record = run(dataset, base, layers, seed, root=args.root or root,
-                 data_options=data, model_options=model,
-                 train_options=TrainOptions(**train),
-                 record_layer_metrics=not args.no_metrics and (
-                     config is None or config.layer_metrics),
-                 progress=not args.quiet)
+    try:
+        record = run(dataset, base, layers, seed, root=args.root or root,
+                     data_options=data, model_options=model,
+                     train_options=TrainOptions(**train),
+                     record_layer_metrics=not args.no_metrics and (
+                         config is None or config.layer_metrics),
+                     progress=not args.quiet)
+    except (ValueError, UsageError):
+        raise  # bad input: main says what (exit status 2)
+    except Exception as err:  # noqa: BLE001 - the run failed: say why
+        print(f"{dataset} {method} L={layers} seed={seed}: error\n"
+              f"  {type(err).__name__}: {err}")
+        return 1
     record.update(method=method, base_method=base)
     _print_run(record, method, layers, seed)
     if args.out:

@@ -123,33 +123,30 @@ def check_datasets(cells: List[Cell], root: Optional[str]) -> None:
                 f"nothing was run. {type(err).__name__}: {err}") from err
 
 
-_DEFERRING = [0]  # depth of nested _sigint_deferred blocks
+_HELD: List[int] = []  # the SIGINTs _sigint_deferred holds back
+
+
+def _hold(signum, frame) -> None:
+    _HELD.append(signum)
 
 
 @contextmanager
 def _sigint_deferred():
     r"""Holds SIGINT back until the block ends (so that a record is written
-    and counted, or neither), then delivers it. Nested blocks defer to the
-    outermost; outside the main thread, or where SIGINT is ignored, this
-    does nothing."""
+    and counted, or neither), then delivers it. Inside another such block,
+    where SIGINT is ignored, or outside the main thread, it does nothing."""
     previous = signal.getsignal(signal.SIGINT)
-    if (_DEFERRING[0] or previous is signal.SIG_IGN or previous is None
+    if (previous in (_hold, signal.SIG_IGN, None)
             or threading.current_thread() is not threading.main_thread()):
-        _DEFERRING[0] += 1
-        try:
-            yield
-        finally:
-            _DEFERRING[0] -= 1
+        yield
         return
-    pending = []
-    signal.signal(signal.SIGINT, lambda signum, frame: pending.append(1))
-    _DEFERRING[0] += 1
+    _HELD.clear()
+    signal.signal(signal.SIGINT, _hold)
     try:
         yield
     finally:
-        _DEFERRING[0] -= 1
         signal.signal(signal.SIGINT, previous)
-    if pending:
+    if _HELD:
         signal.raise_signal(signal.SIGINT)
 
 

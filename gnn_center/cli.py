@@ -4,76 +4,83 @@ r"""The ``gnn-center`` command: a thin shell over
 :func:`gnn_center.data.dataset_status`."""
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
 
-from gnn_center.config import ConfigError, config_from_dict, load_config
+from gnn_center.config import ConfigError, load_config
+from gnn_center.records import UsageError, append_record
 
 EPILOG = "Datasets: set GNN_CENTER_DATA or --root to a folder in PyG's layout."
 
 
+def _pick(args, config, what: str, values, default=None):
+    r"""The flag's value, else the config's single value, else
+    ``default``."""
+    flag = getattr(args, what)
+    if flag is not None:
+        return flag
+    if config is None:
+        if default is not None:
+            return default
+        raise ConfigError(f"--{what} is required without --config")
+    if len(values) != 1:
+        raise ConfigError(f"{config.source}: {what}: the config lists "
+                          f"{len(values)} ({', '.join(map(str, values))}); "
+                          f"choose one with --{what}")
+    return values[0]
+
+
 def _train(args) -> int:
-    import dataclasses
+    from gnn_center.train import TrainOptions, run
 
-    from gnn_center.sweep import run_cell
-
-    if args.config:
-        config = load_config(args.config)
-        raw_source = config.source
-    else:
-        config = None
-        raw_source = "command line"
-
-    def pick(flag, values, what, default=None):
-        if flag is not None:
-            return flag
-        if config is None:
-            if default is not None:
-                return default
-            raise ConfigError(f"--{what} is required without --config")
-        if len(values) != 1:
-            raise ConfigError(f"{raw_source}: {what}: the config lists "
-                              f"{len(values)} ({', '.join(map(str, values))}"
-                              f"); choose one with --{what}")
-        return values[0]
-
-    dataset = pick(args.dataset, config and config.datasets, "dataset")
-    method = pick(args.method, config and config.methods, "method")
-    layers = pick(args.layers, config and config.depths, "layers")
-    seed = pick(args.seed, config and config.seeds, "seed", default=0)
-    # One cell, validated through the same schema as a config file, with
-    # the flags overriding the config's merged options.
-    base = method
-    raw = dict(datasets=[dataset], depths=[layers], seeds=[seed])
+    config = load_config(args.config) if args.config else None
+    dataset = _pick(args, config, "dataset", config and config.datasets)
+    method = _pick(args, config, "method", config and config.methods)
+    layers = _pick(args, config, "layers", config and config.depths)
+    seed = _pick(args, config, "seed", config and config.seeds, default=0)
+    data, model, train, base, root = {}, {}, {}, method, None
     if config is not None:
         if method not in config.methods and method not in config.variants:
-            raise ConfigError(f"{raw_source}: method {method!r} is not in "
+            raise ConfigError(f"{config.source}: method {method!r} is not in "
                               f"the config's methods or variants")
-        base = config.base_method(method)
+        base, root = config.base_method(method), config.root
         data, model, train = config.options_for(dataset.lower(), method,
                                                 seed)
-        raw.update(data=data, model=model, train=train, root=config.root)
-    raw["methods"] = [base]
-    flags_model = dict(hidden_channels=args.hidden, dropout=args.dropout)
-    flags_train = dict(lr=args.lr, weight_decay=args.weight_decay,
-                       max_epochs=args.epochs, patience=args.patience,
-                       device=args.device)
-    for section, flags in (("model", flags_model), ("train", flags_train)):
-        raw.setdefault(section, {}).update(
-            {k: v for k, v in flags.items() if v is not None})
-    if args.root is not None:
-        raw["root"] = args.root
-    checked = config_from_dict(raw, source=raw_source)
-    cell = dataclasses.replace(next(checked.cells()), method=method)
-    layer_metrics = not args.no_metrics and (config is None
-                                             or config.layer_metrics)
-    record = run_cell(cell, checked.root, layer_metrics=layer_metrics,
-                      progress=not args.quiet)
-    status = record["status"]
+    # The flags override the config's merged options.
+    model.update({k: v for k, v in dict(hidden_channels=args.hidden,
+                                        dropout=args.dropout).items()
+                  if v is not None})
+    train.update({k: v for k, v in dict(
+        lr=args.lr, weight_decay=args.weight_decay, max_epochs=args.epochs,
+        patience=args.patience, device=args.device).items()
+        if v is not None})
+    try:
+        record = run(dataset, base, layers, seed, root=args.root or root,
+                     data_options=data, model_options=model,
+                     train_options=TrainOptions(**train),
+                     record_layer_metrics=not args.no_metrics and (
+                         config is None or config.layer_metrics),
+                     progress=not args.quiet)
+    except (ValueError, UsageError):
+        raise  # bad input: main says what (exit status 2)
+    except Exception as err:  # noqa: BLE001 - the run failed: say why
+        print(f"{dataset} {method} L={layers} seed={seed}: error\n"
+              f"  {type(err).__name__}: {err}")
+        return 1
+    record.update(method=method, base_method=base)
+    _print_run(record, method, layers, seed)
+    if args.out:
+        append_record(args.out, record)
+        print(f"  record appended to {args.out}")
+    return 0 if record["status"] == "ok" else 1
+
+
+def _print_run(record, method: str, layers: int, seed: int) -> None:
     split = f" ({record['split']})" if "split" in record else ""
     print(f"{record['dataset']}{split} {method} L={layers} seed={seed}: "
-          f"{status}")
+          f"{record['status']}")
     if record.get("error"):
         print(f"  {record['error']}")
     if record.get("best_epoch") is not None:
@@ -89,11 +96,6 @@ def _train(args) -> int:
         if record.get("peak_memory_mb") is not None:
             memory += f", CUDA peak {record['peak_memory_mb']:.0f} MB"
         print(f"  {1000 * record['time_per_epoch_s']:.1f} ms/epoch{memory}")
-    if args.out and status != "error":
-        from gnn_center.sweep import append_record
-        append_record(args.out, record)
-        print(f"  record appended to {args.out}")
-    return 0 if status == "ok" else 1
 
 
 def _sweep(args) -> int:
@@ -134,14 +136,14 @@ def _report(args) -> int:
 
 
 def _datasets(args) -> int:
-    from gnn_center.data import DATASETS, dataset_status, resolve_root
+    from gnn_center.data import dataset_status, resolve_root
 
-    print(f"dataset root: {resolve_root(args.root)}")
-    width = max(map(len, DATASETS))
     status = dataset_status(args.root)
+    print(f"dataset root: {resolve_root(args.root)}")
+    width = max(len(name) for name, _, _ in status)
     for name, available, where in status:
-        mark = "yes" if available else "no "
-        print(f"  {name:<{width}}  {mark}  {where}")
+        print(f"  {name:<{width}}  {'yes' if available else 'no ':3}  "
+              f"{where}")
     if args.json:
         print(json.dumps({name: dict(available=available, where=where)
                           for name, available, where in status}))
@@ -223,10 +225,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+        code = args.func(args)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below
+        return code
+    except (ConfigError, UsageError, ValueError, FileNotFoundError) as err:
         print(f"gnn-center {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`gnn-center datasets | head`): stop quietly,
+        # and keep Python from complaining again when it flushes stdout.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

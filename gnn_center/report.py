@@ -25,10 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Set
 
-from gnn_center.nn import METHODS
-from gnn_center.sweep import read_records
+from gnn_center.records import check_fields, iter_records
 
-METHOD_ORDER = {name: i for i, name in enumerate(METHODS)}
+# Reading and summing records needs no torch; only the order of the
+# built-in methods comes from gnn_center.nn, imported when needed.
+
+
+def _method_order() -> Dict[str, int]:
+    from gnn_center.nn import METHODS
+    return {name: i for i, name in enumerate(METHODS)}
 
 
 @dataclass
@@ -82,12 +87,13 @@ def summarize(records: Iterable[dict]) -> List[CellSummary]:
     accuracy (a run that diverged before its first epoch has none) and
     ``diverged`` those that diverged. Pass records through
     :func:`unique_runs` first."""
+    method_order = _method_order()
     groups: Dict[tuple, list] = defaultdict(list)
     order_d: Dict[str, int] = {}
     order_m: Dict[str, int] = {}
     for r in records:
         order_d.setdefault(r["dataset"], len(order_d))
-        order_m.setdefault(r["method"], len(METHOD_ORDER) + len(order_m))
+        order_m.setdefault(r["method"], len(method_order) + len(order_m))
         groups[(r["dataset"], r["method"], r["num_layers"])].append(r)
     rows = []
     for (dataset, method, depth), runs in groups.items():
@@ -99,7 +105,7 @@ def summarize(records: Iterable[dict]) -> List[CellSummary]:
                                     for r in runs),
                                 runs[0].get("base_method", method)))
     rows.sort(key=lambda c: (order_d[c.dataset],
-                             METHOD_ORDER.get(c.method, order_m[c.method]),
+                             method_order.get(c.method, order_m[c.method]),
                              c.num_layers))
     return rows
 
@@ -257,6 +263,19 @@ def plot_layer_measure(records: List[dict], dataset: str, depth: int,
     return True
 
 
+def read_runs(paths: Sequence[os.PathLike]) -> List[dict]:
+    r"""The records of the given results files, in order; raises
+    :class:`~gnn_center.records.BadRecord` naming the file and line of a
+    finished run that lacks a field the report needs."""
+    records = []
+    for path in paths:
+        for number, record in iter_records(path):
+            if record.get("status") in ("ok", "diverged"):
+                check_fields(path, number, record)
+            records.append(record)
+    return records
+
+
 def write_report(results: Sequence[os.PathLike],
                  out_dir: Optional[os.PathLike] = None,
                  energy_depth: int = 64,
@@ -270,7 +289,7 @@ def write_report(results: Sequence[os.PathLike],
         if not p.is_file():
             raise FileNotFoundError(f"{p}: no such results file; run "
                                     f"'gnn-center sweep CONFIG' first")
-    records = unique_runs([r for p in paths for r in read_records(p)], keys)
+    records = unique_runs(read_runs(paths), keys)
     rows = summarize(records)
     if not rows:
         raise ValueError(f"{', '.join(map(str, paths))}: no finished runs "

@@ -21,7 +21,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -180,12 +180,15 @@ class SavedMemory:
 
 def fit(model: torch.nn.Module, task: NodeTask,
         options: Optional[TrainOptions] = None, progress: bool = False,
-        desc: Optional[str] = None) -> FitResult:
+        desc: Optional[str] = None,
+        on_epoch: Optional[Callable[[int, int], None]] = None) -> FitResult:
     r"""Trains ``model`` on ``task`` full-batch and returns the metrics at
     the best validation epoch; ``result.best_state`` holds its weights.
     The model is called as ``model(x, edge_index, edge_weight)`` and returns
     logits (``edge_weight`` is the data's, usually None). Seeding is the
-    caller's job (see :func:`run`)."""
+    caller's job (see :func:`run`). ``on_epoch(epochs_run, max_epochs)``,
+    if given, is called after each epoch (e.g. to show progress
+    elsewhere)."""
     options = options or TrainOptions()
     device = resolve_device(options.device)
     data = task.data.to(device)
@@ -257,6 +260,8 @@ def fit(model: torch.nn.Module, task: NodeTask,
         if progress:
             bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{val_acc:.3f}",
                             best=f"{best['val_acc']:.3f}@{best['epoch']}")
+        if on_epoch is not None:
+            on_epoch(epochs_run, options.max_epochs)
         if bad_epochs >= options.patience:
             break
     bar.close()
@@ -318,13 +323,15 @@ def run(dataset: str, method: str, num_layers: int, seed: int = 0, *,
         model_options: Optional[dict] = None,
         train_options: Optional[TrainOptions] = None,
         record_layer_metrics: bool = True, progress: bool = False,
-        task: Optional[NodeTask] = None) -> Dict[str, Any]:
+        task: Optional[NodeTask] = None,
+        on_epoch: Optional[Callable[[int, int], None]] = None
+        ) -> Dict[str, Any]:
     r"""One (dataset, method, depth, seed) run. Returns a record with the
     settings, the metrics at the best validation epoch, cost figures and,
     unless ``record_layer_metrics=False``, the per-layer oversmoothing
     measures of the selected model. ``task`` skips loading when the caller
     already holds the dataset (it must match ``dataset`` and
-    ``data_options``)."""
+    ``data_options``). ``on_epoch`` goes to :func:`fit`."""
     data_options = dict(data_options or {})
     model_options = dict(model_options or {})
     train_options = train_options or TrainOptions()
@@ -337,7 +344,8 @@ def run(dataset: str, method: str, num_layers: int, seed: int = 0, *,
     model = build_model(method, task.num_features, task.num_classes,
                         num_layers, **model_options)
     result = fit(model, task, train_options, progress=progress,
-                 desc=f"{task.name} {method} L={num_layers} seed={seed}")
+                 desc=f"{task.name} {method} L={num_layers} seed={seed}",
+                 on_epoch=on_epoch)
 
     record: Dict[str, Any] = dict(
         dataset=task.name, split=task.split, method=method,

@@ -210,7 +210,7 @@ def test_train_picks_from_a_config(tmp_path, capsys):
 def test_bad_input_gives_a_clear_error(tmp_path, capsys):
     assert main(["train", "--dataset", "csbm", "--method", "gin",
                  "--layers", "2"]) == 2
-    assert "unknown method 'gin'" in capsys.readouterr().err
+    assert "unknown method 'gin'" in capsys.readouterr().err.lower()
     assert main(["train", "--dataset", "csbm", "--method", "gcn",
                  "--layers", "300"]) == 2
     assert "num_layers=300 is out of range" in capsys.readouterr().err
@@ -243,3 +243,48 @@ def test_train_runs_a_variant_from_a_config(tmp_path, capsys):
     assert record["base_method"] == "centered-spectral"
     assert record["model_options"]["rescale"] is True
     assert "spec-rs" in capsys.readouterr().out
+
+
+def test_report_on_a_foreign_record_names_file_and_line(tmp_path, capsys):
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps(dict(method="gcn", num_layers=2, seed=0,
+                                    status="ok", test_acc=0.5)) + "\n")
+    assert main(["report", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}, line 1: the record has no 'dataset' field" in err
+
+
+def test_datasets_into_a_closed_pipe_ends_quietly(tmp_path):
+    # `gnn-center datasets | head`: the reader is gone before the output.
+    proc = subprocess.Popen([sys.executable, "-m", "gnn_center.cli",
+                             "datasets", "--root", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=os.environ.copy())
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "BrokenPipeError" not in err and "Traceback" not in err, err
+
+
+def test_train_is_a_shell_over_train_run(tmp_path, monkeypatch, capsys):
+    import gnn_center.train
+
+    calls = []
+    real_run = gnn_center.train.run
+
+    def spy(*args, **kwargs):
+        calls.append((args, kwargs))
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(gnn_center.train, "run", spy)
+    config = write_config(tmp_path)
+    assert main(["train", "--config", str(config), "--method", "centered",
+                 "--layers", "2", "--seed", "1", "--epochs", "5",
+                 "--hidden", "8", "--quiet"]) == 0
+    (args, kwargs), = calls
+    assert args == ("csbm", "centered", 2, 1)
+    # The config's options, with the flags on top.
+    assert kwargs["data_options"] == dict(num_nodes=200, feature_dim=8)
+    assert kwargs["model_options"]["hidden_channels"] == 8
+    assert kwargs["train_options"].max_epochs == 5
+    assert kwargs["train_options"].patience == 10

@@ -1,4 +1,12 @@
-from gnn_center.report import markdown_tables, summarize, unique_runs
+import json
+import subprocess
+import sys
+
+import pytest
+
+from gnn_center.records import BadRecord
+from gnn_center.report import (markdown_tables, summarize, unique_runs,
+                               write_report)
 
 
 def record(method, depth, seed, acc, status="ok", key=None):
@@ -116,3 +124,25 @@ def test_layer_plots_share_the_accuracy_plot_order_and_colours(
     assert drawn["energy_cora_L4.png"][0][1] == [0.2, 0.30000000000000004]
     assert drawn["rank_cora_L4.png"][0][1] == [3.0, 2.0]
     assert drawn["rank_cora_L4.png"][1][1] == [3.0, 5.0]
+
+
+def test_report_imports_no_torch():
+    # Reading records is the ground floor: the report sits beside the
+    # runner, not on top of it.
+    code = ("import sys, gnn_center.report; "
+            "print(sorted(m for m in ('torch', 'gnn_center.sweep', "
+            "'gnn_center.train') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_record_without_a_dataset_names_the_file_and_line(tmp_path):
+    path = tmp_path / "results.jsonl"
+    good = record("gcn", 2, 0, 0.8)
+    bad = {k: v for k, v in record("gcn", 2, 1, 0.7).items()
+           if k != "dataset"}
+    path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(BadRecord, match=f"{path}, line 2: the record has no "
+                       f"'dataset' field"):
+        write_report([path])

@@ -1,13 +1,19 @@
+import io
 import os
+import queue
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from tqdm import tqdm
 
-from gnn_center import sweep
+from gnn_center import records, sweep
 from gnn_center.config import config_from_dict
+from gnn_center.records import ERRORS_FILE, RESULTS_FILE, read_records
 
 SLOW_PID_FILE = "GNN_CENTER_TEST_SLOW_PID_FILE"
 
@@ -39,36 +45,27 @@ def _alive(pid: int) -> bool:
 
 
 class SlowRunWatch:
-    r"""Runs ``action`` once the slow run has started (and, if
-    ``after_record``, once the quick run is stored), then waits for the
-    sweep to return; if it does not within a minute, the sweep is waiting
-    for the slow run, which is then killed so the test fails fast."""
+    r"""Guards a sweep with a slow run: once that run has started, waits
+    for the sweep to return; if it does not within a minute, the sweep is
+    waiting for the slow run, which is then killed so the test fails
+    fast. On exit, checks that the slow run was stopped."""
 
-    def __init__(self, tmp_path, monkeypatch, action=None,
-                 after_record=False):
+    def __init__(self, tmp_path, monkeypatch):
         self.pid_file = tmp_path / "slow.pid"
         monkeypatch.setenv(SLOW_PID_FILE, str(self.pid_file))
         monkeypatch.setattr(sweep, "run_cell", _fake_cell)
-        self.results = tmp_path / "out" / sweep.RESULTS_FILE
-        self.action, self.after_record = action, after_record
+        self.results = tmp_path / "out" / RESULTS_FILE
         self.returned = threading.Event()
         self.slow_pid, self.had_to_kill = None, False
         self.thread = threading.Thread(target=self._watch)
 
-    def _ready(self):
-        started = self.pid_file.exists() and self.pid_file.read_text()
-        stored = self.results.exists() and self.results.read_text()
-        return started and (stored or not self.after_record)
-
     def _watch(self):
         deadline = time.time() + 120
-        while not self._ready():
+        while not (self.pid_file.exists() and self.pid_file.read_text()):
             if time.time() > deadline or self.returned.is_set():
                 return
             time.sleep(0.05)
         self.slow_pid = int(self.pid_file.read_text())
-        if self.action is not None:
-            self.action()
         if not self.returned.wait(60):
             self.had_to_kill = True
             os.kill(self.slow_pid, signal.SIGKILL)
@@ -94,28 +91,173 @@ def two_cell_config(tmp_path):
         output_dir=str(tmp_path / "out")))
 
 
+def interrupt_in_store(monkeypatch, when):
+    r"""Sends SIGINT to this process from inside the store step, just
+    before or just after the record is written: the moments where an
+    interrupt could drop a finished run or leave it uncounted."""
+    write = sweep.append_or_keep
+
+    def write_and_interrupt(path, record):
+        if when == "before write":
+            os.kill(os.getpid(), signal.SIGINT)
+        kept = write(path, record)
+        if when == "after write":
+            os.kill(os.getpid(), signal.SIGINT)
+        return kept
+
+    monkeypatch.setattr(sweep, "append_or_keep", write_and_interrupt)
+
+
+@pytest.mark.parametrize("when", ["before write", "after write"])
 def test_interrupt_keeps_finished_runs_and_stops_runs_in_flight(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, when):
     # A SIGINT that reaches the sweep's process alone (not its workers, as
-    # with `kill -INT <pid>`) must not wait for the runs in flight.
-    interrupt = lambda: os.kill(os.getpid(), signal.SIGINT)  # noqa: E731
-    with SlowRunWatch(tmp_path, monkeypatch, interrupt,
-                      after_record=True) as watch:
+    # with `kill -INT <pid>`) must not wait for the runs in flight, and
+    # must neither lose nor miscount the run being stored. The quick run
+    # ends only once the slow one is running, so the signal always finds
+    # one run in flight.
+    interrupt_in_store(monkeypatch, when)
+    with SlowRunWatch(tmp_path, monkeypatch) as watch:
         summary = sweep.run_sweep(two_cell_config(tmp_path), jobs=2,
                                   progress=False)
     assert summary.interrupted and summary.finished == 1
-    assert [r["seed"] for r in sweep.read_records(watch.results)] == [0]
+    assert [r["seed"] for r in read_records(watch.results)] == [0]
     assert "interrupted: re-run the same command to resume" in str(summary)
 
 
-def test_an_error_in_the_sweep_stops_runs_in_flight(tmp_path, monkeypatch):
-    # A failure in the sweep's own process (here: the results file cannot
-    # be written) is raised, after the workers are stopped.
-    def disk_full(path, record):
-        raise OSError(28, "No space left on device")
+@pytest.mark.parametrize("when", ["before write", "after write"])
+def test_interrupt_while_storing_in_one_process(tmp_path, monkeypatch,
+                                                when):
+    monkeypatch.setattr(sweep, "run_cell", _quick_cell)
+    interrupt_in_store(monkeypatch, when)
+    config = two_cell_config(tmp_path)
+    summary = sweep.run_sweep(config, jobs=1, progress=False)
+    assert summary.interrupted and summary.finished == 1
+    assert [r["seed"] for r in read_records(
+        tmp_path / "out" / RESULTS_FILE)] == [0]
 
-    monkeypatch.setattr(sweep, "append_record", disk_full)
+
+def _quick_cell(cell, root=None, layer_metrics=True, progress=False):
+    return dict(dataset=cell.dataset, method=cell.method,
+                base_method=cell.base_method, num_layers=cell.num_layers,
+                seed=cell.seed, status="ok", test_acc=0.5, key=cell.key)
+
+
+def test_a_failed_write_keeps_the_record_and_stops_runs_in_flight(
+        tmp_path, monkeypatch):
+    # The results file stops taking records after the check at the start
+    # (a full disk): the sweep stops its workers and says where the
+    # finished run is kept.
+    write = records.append_record
+    results = tmp_path / "out" / RESULTS_FILE
+
+    def disk_full(path, record):
+        if Path(path) == results:
+            raise OSError(28, "No space left on device")
+        write(path, record)
+
+    monkeypatch.setattr(records, "append_record", disk_full)
     with SlowRunWatch(tmp_path, monkeypatch):
-        with pytest.raises(OSError, match="No space left"):
+        with pytest.raises(sweep.ResultsNotSaved) as info:
             sweep.run_sweep(two_cell_config(tmp_path), jobs=2,
                             progress=False)
+    message = str(info.value)
+    assert "No space left on device" in message
+    kept = records.fallback_path(results)
+    assert str(kept) in message
+    assert [r["seed"] for r in read_records(kept)] == [0]
+    kept.unlink()
+
+
+def fail_if_run(cell, *args, **kwargs):
+    raise AssertionError(f"{cell} ran although the sweep could not start")
+
+
+def test_unwritable_results_stop_before_the_first_run(tmp_path,
+                                                      monkeypatch):
+    # (As root, permissions do not stop a write; a folder where the
+    # results file should be does, for everyone.)
+    monkeypatch.setattr(sweep, "run_cell", fail_if_run)
+    (tmp_path / "out" / RESULTS_FILE).mkdir(parents=True)
+    with pytest.raises(records.NotWritable,
+                       match="cannot write the results to .*results.jsonl"):
+        sweep.run_sweep(two_cell_config(tmp_path), jobs=1, progress=False)
+
+
+def test_a_dataset_that_cannot_load_stops_before_the_first_run(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "run_cell", fail_if_run)
+    config = config_from_dict(dict(
+        datasets=["cora"], methods=["gcn", "centered"], depths=[2],
+        seeds=[0, 1], root=str(tmp_path / "empty"),
+        output_dir=str(tmp_path / "out")))
+    with pytest.raises(sweep.DatasetUnavailable) as info:
+        sweep.run_sweep(config, jobs=2, progress=False)
+    assert "cannot load dataset 'cora', needed by 4 run(s)" in str(
+        info.value)
+    assert not (tmp_path / "out" / ERRORS_FILE).exists()
+
+
+LOCK_HOLDER = """
+import sys
+from gnn_center.records import lock_folder
+with lock_folder(sys.argv[1]):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_second_sweep_on_the_same_folder_stops(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "run_cell", fail_if_run)
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(out)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(records.FolderLocked) as info:
+            sweep.run_sweep(two_cell_config(tmp_path), jobs=1,
+                            progress=False)
+        assert f"process {holder.pid}" in str(info.value)
+        assert str(out) in str(info.value)
+    finally:
+        holder.communicate("")  # ends the holder, which frees the lock
+    # Now free: the same process can take it (and does not take it twice).
+    with records.lock_folder(out):
+        with pytest.raises(records.FolderLocked):
+            with records.lock_folder(out):
+                pass
+
+
+def test_workers_report_the_epochs_of_runs_in_flight():
+    from gnn_center.train import run
+
+    epochs = queue.Queue()
+    cell = next(two_cell_config(Path("unused")).cells())
+    monkey = sweep._EPOCHS_QUEUE
+    sweep._EPOCHS_QUEUE = epochs
+    try:
+        report = sweep._epoch_reporter(cell)
+    finally:
+        sweep._EPOCHS_QUEUE = monkey
+    seen = []
+    run("csbm", "gcn", 2, 0, data_options=dict(num_nodes=120, feature_dim=4),
+        train_options=sweep.TrainOptions(max_epochs=7, patience=7),
+        record_layer_metrics=False,
+        on_epoch=lambda e, m: (seen.append(e), report(e, m)))
+    assert seen == list(range(1, 8))
+    # Throttled, but the first and the last epoch always arrive.
+    messages = [epochs.get_nowait() for _ in range(epochs.qsize())]
+    assert messages[0][2:] == (1, 7) and messages[-1][2:] == (7, 7)
+
+    text = io.StringIO()
+    bar = tqdm(total=2, file=text, mininterval=0)
+    shown = sweep.InFlight(epochs, bar)
+    epochs.put((cell.key, "gcn L=2 s0", 3, 7))
+    shown.update()
+    assert "gcn L=2 s0 3/7" in text.getvalue()
+    shown.end(cell.key)
+    epochs.put((cell.key, "gcn L=2 s0", 7, 7))  # late: the run has ended
+    shown.update()
+    assert shown.epochs == {}
+    bar.close()

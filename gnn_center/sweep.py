@@ -31,6 +31,8 @@ from gnn_center.train import TrainOptions, run
 
 RESULTS_FILE = "results.jsonl"
 ERRORS_FILE = "errors.jsonl"
+#: Executors of the cells: processes on this machine, or Ray tasks.
+BACKENDS = ("local", "ray")
 
 
 def read_records(path: os.PathLike) -> List[Dict[str, Any]]:
@@ -119,8 +121,35 @@ def run_cell(cell: Cell, root: Optional[str] = None,
     return record
 
 
-def _init_worker(threads: int) -> None:
+def gpu_for_worker(worker_index: int, device_count: int) -> Optional[int]:
+    r"""The position, among the visible GPUs, of the one the
+    ``worker_index``-th worker process uses: round robin when there are
+    several; ``None`` (CUDA's default device) with one or none."""
+    if worker_index < 0:
+        raise ValueError(f"worker_index={worker_index} must be at least 0")
+    if device_count <= 1:
+        return None
+    return worker_index % device_count
+
+
+def _use_one_gpu(worker_index: int, device_count: int) -> None:
+    # Before this process touches CUDA: it then sees its GPU alone, as
+    # device 0, so that runs on "cuda" need no device index.
+    gpu = gpu_for_worker(worker_index, device_count)
+    if gpu is None:
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = visible.split(",") if visible else list(map(str, range(
+        device_count)))
+    os.environ["CUDA_VISIBLE_DEVICES"] = ids[gpu].strip()
+
+
+def _init_worker(threads: int, counter=None, device_count: int = 0) -> None:
     torch.set_num_threads(threads)
+    if counter is not None:
+        with counter.get_lock():
+            index, counter.value = counter.value, counter.value + 1
+        _use_one_gpu(index, device_count)
     # Ctrl-C reaches the whole process group; the parent alone handles it
     # (see _stop_workers), so a worker is not left half-way through a queue.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -189,12 +218,29 @@ class SweepSummary:
 
 
 def run_sweep(config: ExperimentConfig, jobs: int = 1,
-              progress: bool = True) -> SweepSummary:
+              progress: bool = True, backend: str = "local",
+              address: Optional[str] = None,
+              gpus_per_run: float = 1.0) -> SweepSummary:
     r"""Runs every cell of ``config`` not yet in its results file, ``jobs``
     at a time in separate processes (each with ``cpu_count // jobs``
-    threads), appending each record as it finishes."""
+    threads), appending each record as it finishes.
+
+    With ``backend="ray"`` the cells run as Ray tasks instead (``jobs`` is
+    then unused; ``address`` and ``gpus_per_run`` are those of
+    :class:`gnn_center.ray_backend.RayOptions`), and this process still
+    writes every record."""
     if jobs < 1:
         raise ValueError(f"jobs={jobs} must be at least 1")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}: choose one of "
+                         f"{', '.join(BACKENDS)}")
+    if backend != "ray" and address is not None:
+        raise ValueError(f"address={address!r} is for backend='ray'")
+    if backend == "ray":
+        from gnn_center import ray_backend
+        ray_backend.import_ray()  # fails at once, with the install command
+        ray_options = ray_backend.RayOptions(address=address,
+                                             gpus_per_run=gpus_per_run)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     results_path, errors_path = out / RESULTS_FILE, out / ERRORS_FILE
@@ -228,16 +274,21 @@ def run_sweep(config: ExperimentConfig, jobs: int = 1,
         bar.update()
 
     try:
-        if jobs == 1:
+        if backend == "ray":
+            ray_backend.run_cells(todo, config.root, config.layer_metrics,
+                                  store, ray_options)
+        elif jobs == 1:
             for cell in todo:
                 store(run_cell(cell, config.root, config.layer_metrics,
                                progress=progress))
         else:
             threads = max(1, (os.cpu_count() or 1) // jobs)
             context = multiprocessing.get_context("spawn")
-            pool = ProcessPoolExecutor(jobs, mp_context=context,
-                                       initializer=_init_worker,
-                                       initargs=(threads, ))
+            # Each worker takes the next index, hence its GPU.
+            counter = context.Value("i", 0)
+            pool = ProcessPoolExecutor(
+                jobs, mp_context=context, initializer=_init_worker,
+                initargs=(threads, counter, torch.cuda.device_count()))
             futures, done = set(), set()
             try:
                 futures = {pool.submit(run_cell, cell, config.root,

@@ -179,6 +179,20 @@ def test_gpu_for_worker_round_robin():
         sweep.gpu_for_worker(-1, 2)
 
 
+def test_a_worker_sees_its_gpu_alone(monkeypatch):
+    # Worker 4 of a pool over three visible GPUs (out of more) takes the
+    # second of them, which CUDA then numbers 0 in that worker.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6")
+    sweep._use_one_gpu(4, 3)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    sweep._use_one_gpu(3, 2)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    sweep._use_one_gpu(3, 1)  # one GPU: left as it is
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+
+
 def test_without_ray_the_backend_names_the_extra(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(dict(

@@ -336,6 +336,7 @@ def _stop_node(process):
         process.wait()
 
 
+@pytest.mark.slow
 def test_two_node_cluster_records_equal_the_local_backend(
         tmp_path, ray_module, sync_dir, monkeypatch):
     if ray_module.is_initialized():  # the local instance of other tests

@@ -99,6 +99,7 @@ def _print_run(record, method: str, layers: int, seed: int) -> None:
 
 
 def _sweep(args) -> int:
+    from gnn_center.ray_backend import RayNotInstalledError
     from gnn_center.sweep import run_sweep
 
     config = load_config(args.config)
@@ -111,7 +112,13 @@ def _sweep(args) -> int:
           f"{len(config.methods)} method(s) x {len(config.depths)} depth(s) "
           f"x {len(config.seeds)} seed(s) = {total} runs -> "
           f"{config.output_dir}")
-    summary = run_sweep(config, jobs=args.jobs, progress=not args.quiet)
+    try:
+        summary = run_sweep(config, jobs=args.jobs, progress=not args.quiet,
+                            backend=args.backend, address=args.address,
+                            gpus_per_run=args.gpus_per_run)
+    except RayNotInstalledError as err:  # says how to install it
+        print(f"gnn-center sweep: error: {err}", file=sys.stderr)
+        return 2
     print(summary)
     if not args.no_report and summary.skipped + summary.finished:
         from gnn_center.report import write_report
@@ -196,6 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parallel processes (default 1)")
     p.add_argument("--output-dir", help="override the config's output_dir")
     p.add_argument("--root", help="override the dataset root")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="run the cells as processes on this machine "
+                   "(default) or as Ray tasks (needs the ray extra)")
+    p.add_argument("--address", help="with --backend ray: 'auto' or "
+                   "HOST:PORT joins a Ray cluster (default: start Ray on "
+                   "this machine)")
+    p.add_argument("--gpus-per-run", type=float, default=1.0,
+                   help="with --backend ray: share of a GPU each run on "
+                   "CUDA reserves, in (0, 1] (default 1)")
     p.add_argument("--no-report", action="store_true",
                    help="do not write the table and plots at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -33,10 +33,14 @@ from tqdm.auto import tqdm
 
 from gnn_center.config import Cell, ExperimentConfig
 from gnn_center.data import load_dataset
+from gnn_center.gpus import use_one_gpu
 from gnn_center.records import (  # noqa: F401 - read_records: the API
     ERRORS_FILE, RESULTS_FILE, UsageError, append_or_keep, check_writable,
     lock_folder, read_records)
 from gnn_center.train import TrainOptions, run
+
+#: Executors of the cells: processes on this machine, or Ray tasks.
+BACKENDS = ("local", "ray")
 
 class DatasetUnavailable(UsageError):
     pass
@@ -247,9 +251,14 @@ def run_here(cells: List[Cell], store: Store, root: Optional[str],
         store(run_cell(cell, root, layer_metrics, progress=progress))
 
 
-def _init_worker(threads: int, epochs_queue) -> None:
+def _init_worker(threads: int, epochs_queue, counter=None,
+                 device_count: int = 0) -> None:
     global _EPOCHS_QUEUE
     torch.set_num_threads(threads)
+    if counter is not None:  # each worker takes the next index, its GPU
+        with counter.get_lock():
+            index, counter.value = counter.value, counter.value + 1
+        use_one_gpu(index, device_count)
     _EPOCHS_QUEUE = epochs_queue
     if epochs_queue is not None:  # never wait at exit for unread epochs
         epochs_queue.cancel_join_thread()
@@ -326,9 +335,10 @@ def run_in_processes(cells: List[Cell], store: Store, root: Optional[str],
     context = multiprocessing.get_context("spawn")
     epochs = context.Queue() if bar is not None and not bar.disable else None
     in_flight = InFlight(epochs, bar)
-    pool = ProcessPoolExecutor(jobs, mp_context=context,
-                               initializer=_init_worker,
-                               initargs=(threads, epochs))
+    pool = ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=_init_worker,
+        initargs=(threads, epochs, context.Value("i", 0),
+                  torch.cuda.device_count()))
     futures: Dict[Any, Cell] = {}
     stored: set = set()
 
@@ -377,15 +387,32 @@ def run_in_processes(cells: List[Cell], store: Store, root: Optional[str],
 
 
 def run_sweep(config: ExperimentConfig, jobs: int = 1,
-              progress: bool = True) -> SweepSummary:
+              progress: bool = True, backend: str = "local",
+              address: Optional[str] = None,
+              gpus_per_run: float = 1.0) -> SweepSummary:
     r"""Runs every cell of ``config`` not yet in its results file, ``jobs``
     at a time in separate processes (each with ``cpu_count // jobs``
     threads), appending each record as it finishes. Raises
     :class:`~gnn_center.records.UsageError` before any run if the output
     folder is in use by another sweep or cannot be written, or a dataset
-    cannot be loaded."""
+    cannot be loaded.
+
+    With ``backend="ray"`` the cells run as Ray tasks instead (``jobs`` is
+    then unused; ``address`` and ``gpus_per_run`` are those of
+    :class:`gnn_center.ray_backend.RayOptions`), and this process still
+    writes every record."""
     if jobs < 1:
         raise ValueError(f"jobs={jobs} must be at least 1")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}: choose one of "
+                         f"{', '.join(BACKENDS)}")
+    if backend != "ray" and address is not None:
+        raise ValueError(f"address={address!r} is for backend='ray'")
+    if backend == "ray":
+        from gnn_center import ray_backend
+        ray_backend.import_ray()  # fails at once, with the install command
+        ray_options = ray_backend.RayOptions(address=address,
+                                             gpus_per_run=gpus_per_run)
     out = Path(config.output_dir)
     results_path = out / RESULTS_FILE
     check_writable(out, RESULTS_FILE, ERRORS_FILE)
@@ -402,7 +429,11 @@ def run_sweep(config: ExperimentConfig, jobs: int = 1,
         store = Store(config.name, summary, bar)
         try:
             check_datasets(todo, config.root)
-            if jobs == 1:
+            if backend == "ray":
+                ray_backend.run_cells(todo, config.root,
+                                      config.layer_metrics, store,
+                                      ray_options)
+            elif jobs == 1:
                 run_here(todo, store, config.root, config.layer_metrics,
                          progress)
             else:

@@ -61,7 +61,7 @@ DATA_OPTIONS: Dict[str, Any] = {
 
 TOP_LEVEL = ("name", "output_dir", "root", "datasets", "methods", "depths",
              "seeds", "layer_metrics", "data", "model", "train",
-             "dataset_options", "method_options", "variants")
+             "dataset_options", "method_options", "variants", "tune")
 
 
 class ConfigError(ValueError):
@@ -173,6 +173,8 @@ class ExperimentConfig:
     method_options: Dict[str, Dict[str, Dict[str, Any]]] = field(
         default_factory=dict)
     variants: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    #: The raw ``tune:`` section, validated by gnn_center.tune_options.
+    tune: Dict[str, Any] = field(default_factory=dict)
     source: str = "<dict>"
 
     def base_method(self, method: str) -> str:
@@ -331,6 +333,10 @@ def config_from_dict(raw: Dict[str, Any], source: str = "<dict>",
     depths = _as_list(raw["depths"], where("depths"), int)
     seeds = _as_list(raw.get("seeds", [0]), where("seeds"), int)
 
+    tune = {} if raw.get("tune") is None else raw["tune"]
+    if not isinstance(tune, dict):
+        raise ConfigError(f"{where('tune')}: expected a mapping of tuning "
+                          f"options, got {tune!r}")
     name = raw.get("name", default_name)
     name = _coerce(name, str, where("name"))
     output_dir = raw.get("output_dir") or f"runs/{name}"
@@ -355,7 +361,7 @@ def config_from_dict(raw: Dict[str, Any], source: str = "<dict>",
                                           for m in methods
                                           if m in variants])),
             ("model", "train"), where("method_options")),
-        variants=variants, source=source)
+        variants=variants, tune=tune, source=source)
 
     # Range checks by the code that owns each option, for every
     # combination the sweep will run.

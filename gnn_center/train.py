@@ -21,7 +21,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -180,12 +180,16 @@ class SavedMemory:
 
 def fit(model: torch.nn.Module, task: NodeTask,
         options: Optional[TrainOptions] = None, progress: bool = False,
-        desc: Optional[str] = None) -> FitResult:
+        desc: Optional[str] = None,
+        on_epoch: Optional[Callable[[int, float], None]] = None
+        ) -> FitResult:
     r"""Trains ``model`` on ``task`` full-batch and returns the metrics at
     the best validation epoch; ``result.best_state`` holds its weights.
     The model is called as ``model(x, edge_index, edge_weight)`` and returns
     logits (``edge_weight`` is the data's, usually None). Seeding is the
-    caller's job (see :func:`run`)."""
+    caller's job (see :func:`run`). ``on_epoch(epoch, val_acc)``, if
+    given, is called after each epoch's evaluation; an exception it raises
+    (e.g. a tuner pruning the trial) stops training and propagates."""
     options = options or TrainOptions()
     device = resolve_device(options.device)
     data = task.data.to(device)
@@ -254,6 +258,8 @@ def fit(model: torch.nn.Module, task: NodeTask,
             bad_epochs = 0
         else:
             bad_epochs += 1
+        if on_epoch is not None:
+            on_epoch(epoch, val_acc)
         if progress:
             bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{val_acc:.3f}",
                             best=f"{best['val_acc']:.3f}@{best['epoch']}")

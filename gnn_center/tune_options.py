@@ -173,12 +173,12 @@ def _param(name, spec, where: str) -> Param:
         if kind == "choice" and not isinstance(values, list):
             raise ConfigError(f"{where}.choice: expected a list, got "
                               f"{values!r}")
-        if kind in ("float", "log"):
-            tp = float if _accepts(name, float) else tp
-        elif kind == "int":
-            tp = int if _accepts(name, int) else tp
-        values = [_coerce(v, tp, f"{where}.{kind}[{i}]")
-                  for i, v in enumerate(values)]
+        number = {"float": float, "log": float, "int": int}.get(kind)
+        if number is None or _accepts(name, number):
+            # (else Param says which distributions the option takes)
+            tp = number or tp
+            values = [_coerce(v, tp, f"{where}.{kind}[{i}]")
+                      for i, v in enumerate(values)]
     try:
         return Param(name, kind, tuple(values) if isinstance(values, list)
                      else values)

@@ -306,6 +306,8 @@ tune.tune(config, quiet=True, heartbeat_s=1)
 """
 
 
+# Starts three processes (tens of seconds on a loaded machine).
+@pytest.mark.slow
 def test_killed_study_continues_and_final_runs_are_not_duplicated(
         tmp_path):
     raw = tiny(tmp_path)
@@ -347,6 +349,8 @@ def test_killed_study_continues_and_final_runs_are_not_duplicated(
     assert len({r["key"] for r in records}) == 2
 
 
+# Starts four processes: two tuning workers, then two for the final runs.
+@pytest.mark.slow
 def test_two_workers_share_the_studies_without_repeating_a_trial(tmp_path):
     config = config_from_dict(tiny(tmp_path, trials=4))
     tune(config, jobs=2, quiet=True)
@@ -378,3 +382,18 @@ def test_journal_storage_path(tmp_path):
     tune(config, storage=journal, quiet=True)
     assert len(counted(trials_of(config, storage=journal))) == 2
     assert not (tmp_path / "optuna.db").exists()
+
+
+@pytest.mark.parametrize("path", sorted(
+    (Path(__file__).parents[1] / "configs").glob("tune-*.yaml")))
+def test_shipped_tune_configs_search_every_method(path):
+    config = load_config(path)
+    options = tune_options(config)
+    assert options.trials >= 20 and len(options.final_seeds) >= 5
+    for method in config.methods:
+        assert options.space_for(method)
+    text = path.read_text()
+    for method, params in options.method_space.items():
+        # Every per-method range says where it comes from.
+        block = text[text.index(f"    {method}:\n"):]
+        assert block.splitlines()[1].strip().startswith("#")

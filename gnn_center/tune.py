@@ -14,9 +14,12 @@ continues every study to its trial count (complete and pruned trials
 count; failed ones do not), and several processes (``jobs``) or machines
 (an RDB URL, or a journal file) share the studies. With an RDB storage,
 trials send heartbeats, so a trial whose process was killed is marked
-failed and its slot run again.
+failed and its slot run again, and parallel workers never run more trials
+than the count. A journal storage has no heartbeats: a killed trial stays
+RUNNING (and is not counted), and parallel workers may run up to
+``jobs - 1`` trials beyond the count.
 
-Once every study is complete, the selected settings of each cell are
+When the tuning is done, the selected settings of each complete study are
 written as variants of a generated sweep config per (dataset, depth),
 ``<output_dir>/tuned/<dataset>-L<depth>.yaml``, and that config is run with
 :func:`gnn_center.sweep.run_sweep` over the final seeds: the final records
@@ -30,13 +33,12 @@ import multiprocessing
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import optuna
 import torch
-import yaml
 from optuna.trial import TrialState
 from torch_geometric import seed_everything
 
@@ -46,9 +48,10 @@ from gnn_center.nn import build_model
 from gnn_center.sweep import run_sweep
 from gnn_center.train import TrainOptions, fit
 from gnn_center.tune_options import TuneOptions, tune_options
+from gnn_center.tune_outputs import (StudyCell, StudyResult,
+                                     summary_markdown, write_generated)
 
 STORAGE_FILE = "optuna.db"
-TUNED_DIR = "tuned"
 SUMMARY_FILE = "tune.md"
 #: Seconds between a running trial's heartbeats (RDB storages); a trial
 #: silent for twice as long is taken as killed.
@@ -58,16 +61,6 @@ HEARTBEAT_S = 30
 class SurplusTrial(Exception):
     r"""Raised in a trial that another worker's trials made unneeded: the
     study already has its trial count, so nothing is run."""
-
-
-@dataclass(frozen=True)
-class StudyCell:
-    dataset: str
-    method: str
-    depth: int
-
-    def __str__(self) -> str:
-        return f"{self.dataset} {self.method} L={self.depth}"
 
 
 def study_cells(config: ExperimentConfig) -> List[StudyCell]:
@@ -302,16 +295,6 @@ def _run_workers(config, options, cells, storage_url: str, jobs: int,
                            f"{storage_url}: rerun to continue")
 
 
-@dataclass
-class StudyResult:
-    cell: StudyCell
-    name: str
-    counts: Dict[str, int]
-    best_value: Optional[float] = None
-    #: The selected settings: {"model": {...}, "train": {...}}.
-    best: Dict[str, Dict[str, Any]] = field(default_factory=dict)
-
-
 def study_results(config, options, storage) -> List[StudyResult]:
     results = []
     for cell in study_cells(config):
@@ -332,84 +315,6 @@ def study_results(config, options, storage) -> List[StudyResult]:
                 result.best.setdefault(sections[key], {})[key] = value
         results.append(result)
     return results
-
-
-def tuned_name(method: str) -> str:
-    return f"{method}-tuned"
-
-
-def generated_configs(config: ExperimentConfig, options: TuneOptions,
-                      results: List[StudyResult]) -> Dict[Path, dict]:
-    r"""One sweep config per (dataset, depth) of the complete studies: each
-    method as a variant ``<method>-tuned`` holding its merged options and
-    the selected settings, run over the final seeds."""
-    out: Dict[Path, dict] = {}
-    for result in results:
-        if not result.best:
-            continue
-        cell = result.cell
-        path = Path(config.output_dir) / TUNED_DIR / \
-            f"{cell.dataset}-L{cell.depth}.yaml"
-        data = {**config.data, **config.dataset_options.get(
-            cell.dataset, {}).get("data", {})}
-        raw = out.setdefault(path, dict(
-            name=f"{config.name}-tuned-{cell.dataset}-L{cell.depth}",
-            output_dir=str(config.output_dir), root=config.root,
-            datasets=[cell.dataset], methods=[], depths=[cell.depth],
-            seeds=list(options.final_seeds),
-            layer_metrics=config.layer_metrics, data=data, variants={}))
-        _, model, train = config.options_for(cell.dataset, cell.method,
-                                             options.final_seeds[0])
-        model.update(result.best.get("model", {}))
-        train.update(result.best.get("train", {}))
-        name = tuned_name(cell.method)
-        raw["methods"].append(name)
-        raw["variants"][name] = dict(
-            method=config.base_method(cell.method), model=model, train=train)
-    return out
-
-
-def _budget_line(config: ExperimentConfig, options: TuneOptions) -> str:
-    budgets = sorted({(d, TrainOptions(**config.options_for(
-        d, config.methods[0], 0)[2]).max_epochs, TrainOptions(
-        **config.options_for(d, config.methods[0], 0)[2]).patience)
-        for d in config.datasets})
-    epochs = "; ".join(f"{d}: up to {e} epochs, patience {p}"
-                       for d, e, p in budgets)
-    return (f"Every method gets the same budget: {options.trials} trials "
-            f"per (dataset, method, depth) study on seed(s) "
-            f"{list(options.seeds)}, selected on validation accuracy "
-            f"({epochs}); final runs on seed(s) {list(options.final_seeds)}.")
-
-
-def write_generated(config, options, results) -> List[Path]:
-    header = (f"# Generated by `gnn-center tune {config.source}`: the "
-              f"settings each study selected on validation.\n# "
-              f"{_budget_line(config, options)}\n# `gnn-center sweep` on "
-              f"this file reproduces the final runs (same cell keys).\n")
-    paths = []
-    for path, raw in generated_configs(config, options, results).items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(header + yaml.safe_dump(raw, sort_keys=False))
-        paths.append(path)
-    return paths
-
-
-def summary_markdown(config, options, results) -> str:
-    lines = [f"# Tuning of {config.name}", "", _budget_line(config, options),
-             "", "| dataset | method | depth | complete | pruned | failed | "
-             "best val | selected settings |", "|---|---|---|---|---|---|"
-             "---|---|"]
-    for r in results:
-        settings = ", ".join(f"{k}={v:.4g}" if isinstance(v, float)
-                             else f"{k}={v}" for section in r.best.values()
-                             for k, v in section.items())
-        value = "" if r.best_value is None else f"{100 * r.best_value:.1f}"
-        lines.append(f"| {r.cell.dataset} | {r.cell.method} | {r.cell.depth}"
-                     f" | {r.counts.get('COMPLETE', 0)} | "
-                     f"{r.counts.get('PRUNED', 0)} | "
-                     f"{r.counts.get('FAIL', 0)} | {value} | {settings} |")
-    return "\n".join(lines) + "\n"
 
 
 @dataclass

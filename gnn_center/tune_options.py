@@ -277,10 +277,11 @@ def _check_against_config(config: ExperimentConfig,
             if not params:
                 raise ConfigError(f"{source}: tune: nothing to search for "
                                   f"{method}; add tune.space")
+            own = options.method_space.get(method, ())
             for param in params:
-                at = (f"{source}: tune."
-                      f"{'method_space.' + method if param in options.method_space.get(method, ()) else 'space'}"  # noqa: E501
-                      f".{param.name}")
+                at = (f"{source}: tune." + (f"method_space.{method}"
+                                            if param in own else "space")
+                      + f".{param.name}")
                 for value in param.bounds():
                     try:
                         if param.section == "model":

@@ -17,8 +17,7 @@ from gnn_center.data import load_dataset
 from gnn_center.nn import build_model
 from gnn_center.sweep import RESULTS_FILE, read_records, run_sweep
 from gnn_center.train import TrainOptions, fit
-from gnn_center.tune import (StudyCell, open_storage, study_cells,
-                             study_name, tune)
+from gnn_center.tune import open_storage, study_cells, study_name, tune
 from gnn_center.tune_options import tune_options
 
 TINY = dict(

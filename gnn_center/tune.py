@@ -74,7 +74,7 @@ def study_name(config: ExperimentConfig, options: TuneOptions,
     that a changed search space or option starts a new study (a changed
     trial count continues the same one)."""
     settings = dict(space=[asdict(p) for p in options.space_for(cell.method)],
-                    seeds=options.seeds, root=config.root,
+                    seeds=options.seeds,
                     options=[config.options_for(cell.dataset, cell.method, s)
                              for s in options.seeds],
                     base=config.base_method(cell.method))
@@ -222,6 +222,9 @@ def _advance_study(config, options, cell, storage, worker: int,
             return None
         if heartbeat and counts["done"] + counts["RUNNING"] \
                 >= options.trials:
+            log(f"{cell}: waiting for {counts['RUNNING']} running trial(s) "
+                f"of other workers, or of a killed run (failed after "
+                f"{storage.grace_period} s without a heartbeat)")
             return False
         study.optimize(objective, n_trials=1, catch=(Exception, ),
                        callbacks=[_log_trial(cell, log)])

@@ -259,6 +259,34 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tmp_path,
     assert not summary.incomplete
 
 
+def test_ctrl_c_keeps_finished_trials_and_rerun_continues(tmp_path,
+                                                          monkeypatch):
+    calls = []
+
+    def interrupted_fit(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(tune_module, "fit", interrupted_fit)
+    config = config_from_dict(tiny(tmp_path))
+    summary = tune(config, quiet=True)
+    assert summary.interrupted and not summary.final
+    trials = trials_of(config)
+    assert [t.state for t in trials] == [TrialState.COMPLETE,
+                                         TrialState.FAIL]
+    assert not (tmp_path / RESULTS_FILE).exists()
+
+    monkeypatch.setattr(tune_module, "fit", fit)
+    summary = tune(config, quiet=True)
+    assert not summary.interrupted
+    after = trials_of(config)
+    assert after[0].params == trials[0].params
+    assert [t.state for t in after[2:]] == [TrialState.COMPLETE]
+    assert len(read_records(tmp_path / RESULTS_FILE)) == 2
+
+
 def test_pruner_stops_a_hopeless_trial(tmp_path):
     raw = tiny(tmp_path, pruner={"median": {"n_startup_trials": 1}})
     raw["train"].update(max_epochs=30, patience=30)

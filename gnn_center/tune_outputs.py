@@ -76,12 +76,12 @@ def generated_configs(config: ExperimentConfig, options: TuneOptions,
 
 
 def _budget_line(config: ExperimentConfig, options: TuneOptions) -> str:
-    budgets = sorted({(d, TrainOptions(**config.options_for(
-        d, config.methods[0], 0)[2]).max_epochs, TrainOptions(
-        **config.options_for(d, config.methods[0], 0)[2]).patience)
-        for d in config.datasets})
-    epochs = "; ".join(f"{d}: up to {e} epochs, patience {p}"
-                       for d, e, p in budgets)
+    # The methods of a dataset share it (checked by tune_options).
+    budgets = {d: TrainOptions(**config.options_for(d, config.methods[0],
+                                                    0)[2])
+               for d in config.datasets}
+    epochs = "; ".join(f"{d}: up to {t.max_epochs} epochs, patience "
+                       f"{t.patience}" for d, t in budgets.items())
     return (f"Every method gets the same budget: {options.trials} trials "
             f"per (dataset, method, depth) study on seed(s) "
             f"{list(options.seeds)}, selected on validation accuracy "
@@ -96,7 +96,10 @@ def write_generated(config, options, results) -> List[Path]:
     paths = []
     for path, raw in generated_configs(config, options, results).items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(header + yaml.safe_dump(raw, sort_keys=False))
+        # Written whole or not at all, in case of a crash.
+        partial = path.with_suffix(".yaml.partial")
+        partial.write_text(header + yaml.safe_dump(raw, sort_keys=False))
+        partial.replace(path)
         paths.append(path)
     return paths
 

@@ -122,6 +122,7 @@ class Objective:
         self.config, self.options, self.cell = config, options, cell
         self.heartbeat = heartbeat
         self.tasks: Dict[str, Any] = {}
+        self.surplus = False  # whether the last trial was beyond the count
 
     def _task(self, seed: int, data: Dict[str, Any]):
         key = json.dumps([seed, data], sort_keys=True)
@@ -137,7 +138,8 @@ class Objective:
         ahead = [t for t in trial.study.get_trials(deepcopy=False,
                                                    states=states)
                  if t.number < trial.number]
-        if len(ahead) >= self.options.trials:
+        self.surplus = len(ahead) >= self.options.trials
+        if self.surplus:
             trial.set_user_attr("surplus", True)
             raise SurplusTrial("the study already has its trials; this "
                                "one was not run")
@@ -228,6 +230,8 @@ def _advance_study(config, options, cell, storage, worker: int,
             return False
         study.optimize(objective, n_trials=1, catch=(Exception, ),
                        callbacks=[_log_trial(cell, log)])
+        if objective.surplus:  # others hold the last slots: wait for them
+            return False
 
 
 def _log_trial(cell: StudyCell, log):

@@ -287,6 +287,29 @@ def test_ctrl_c_keeps_finished_trials_and_rerun_continues(tmp_path,
     assert len(read_records(tmp_path / RESULTS_FILE)) == 2
 
 
+def test_a_trial_beyond_the_count_runs_nothing_and_waits(tmp_path,
+                                                         monkeypatch):
+    # Two workers asked for the last slot at once: the later trial must not
+    # train, and the study waits for the earlier one instead of adding more.
+    monkeypatch.setattr(tune_module, "fit", None)  # any training would fail
+    config = config_from_dict(tiny(tmp_path))
+    options = tune_options(config)
+    cell = study_cells(config)[0]
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.create_study(study_name=study_name(config, options, cell),
+                                storage=storage, direction="maximize")
+    study.tell(study.ask(), 0.5)
+    study.ask()  # the other worker's trial, still running
+    late = study.ask()
+    with pytest.raises(tune_module.SurplusTrial):
+        tune_module.Objective(config, options, cell, heartbeat=True)(late)
+    assert late.params == {}
+    study.tell(late, state=TrialState.FAIL)
+    assert tune_module._advance_study(config, options, cell, storage, 0,
+                                      lambda text: None) is False
+    assert len(study.get_trials()) == 3
+
+
 def test_pruner_stops_a_hopeless_trial(tmp_path):
     raw = tiny(tmp_path, pruner={"median": {"n_startup_trials": 1}})
     raw["train"].update(max_epochs=30, patience=30)

@@ -124,7 +124,7 @@ def _sweep(args) -> int:
 
 
 def _tune(args) -> int:
-    from gnn_center.tune import tune
+    from gnn_center.tune import SUMMARY_FILE, tune
 
     config = load_config(args.config)
     if args.output_dir:
@@ -133,7 +133,7 @@ def _tune(args) -> int:
         config.root = args.root
     summary = tune(config, storage=args.storage, jobs=args.jobs,
                    quiet=args.quiet)
-    print((config.output_dir / "tune.md").read_text())
+    print((config.output_dir / SUMMARY_FILE).read_text())
     for path in summary.generated:
         print(f"selected settings: {path}")
     for final in summary.final:

@@ -287,6 +287,8 @@ def test_ctrl_c_keeps_finished_trials_and_rerun_continues(tmp_path,
     assert len(read_records(tmp_path / RESULTS_FILE)) == 2
 
 
+# The test plays the other worker with study.ask, which Optuna notes.
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_a_trial_beyond_the_count_runs_nothing_and_waits(tmp_path,
                                                          monkeypatch):
     # Two workers asked for the last slot at once: the later trial must not

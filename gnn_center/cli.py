@@ -132,6 +132,31 @@ def _sweep(args) -> int:
     return 1 if summary.errors else 0
 
 
+def _tune(args) -> int:
+    from gnn_center.tune import SUMMARY_FILE, tune
+
+    config = load_config(args.config)
+    if args.output_dir:
+        config.output_dir = Path(args.output_dir)
+    if args.root:
+        config.root = args.root
+    summary = tune(config, storage=args.storage, jobs=args.jobs,
+                   quiet=args.quiet)
+    print((config.output_dir / SUMMARY_FILE).read_text())
+    for path in summary.generated:
+        print(f"selected settings: {path}")
+    for final in summary.final:
+        print(final)
+    if summary.incomplete and not summary.interrupted:
+        print("incomplete studies (no final runs): "
+              + ", ".join(str(r.cell) for r in summary.incomplete))
+    if summary.interrupted:
+        print("interrupted: rerun the same command to continue")
+        return 130
+    errors = any(final.errors for final in summary.final)
+    return 1 if summary.incomplete or errors else 0
+
+
 def _report(args) -> int:
     from gnn_center.report import write_report
 
@@ -216,6 +241,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not write the table and plots at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_sweep)
+
+    p = sub.add_parser(
+        "tune", help="tune every method with Optuna, then run the best",
+        description="One Optuna study per (dataset, method, depth) of "
+        "CONFIG, searching its tune: section's space with a seeded TPE "
+        "sampler and pruning on the per-epoch validation accuracy; "
+        "selection uses validation accuracy only, and every method gets "
+        "the same trial count and epoch budget. Trials are saved in the "
+        "storage as they end, so rerunning continues every study to its "
+        "trial count. Then writes <output_dir>/tuned/<dataset>-L<depth>.yaml "
+        "(the selected settings as sweep variants) and runs them over the "
+        "final seeds into <output_dir>/results.jsonl, as `sweep` would "
+        "(finished runs are skipped); <output_dir>/tune.md lists the "
+        "studies.", epilog=EPILOG)
+    p.add_argument("config", help="YAML experiment config with a tune: "
+                   "section")
+    p.add_argument("--storage", help="Optuna storage: an RDB URL "
+                   "(sqlite:///..., postgresql://...) or a journal file "
+                   "path; several processes or machines may share it "
+                   "(default: sqlite:///<output_dir>/optuna.db)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes (one thread each) against the "
+                   "storage (default 1)")
+    p.add_argument("--output-dir", help="override the config's output_dir")
+    p.add_argument("--root", help="override the dataset root")
+    p.add_argument("--quiet", action="store_true",
+                   help="no per-trial lines or progress bars")
+    p.set_defaults(func=_tune)
 
     p = sub.add_parser("report", help="tables and plots from results",
                        description="Write results.md, results.csv and PNG "

@@ -56,7 +56,7 @@ from gnn_center.train import TrainOptions
 #: The top-level keys of a config file.
 TOP_LEVEL = ("include", "name", "output_dir", "root", "datasets", "methods",
              "depths", "seeds", "layer_metrics", "data", "model", "train",
-             "dataset_options", "method_options", "variants")
+             "dataset_options", "method_options", "variants", "tune")
 #: Seeds torch and numpy both accept: ``0 <= seed < SEED_LIMIT``.
 SEED_LIMIT = 2 ** 32
 
@@ -122,6 +122,8 @@ class ExperimentConfig:
     method_options: Dict[str, Dict[str, Dict[str, Any]]] = field(
         default_factory=dict)
     variants: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    #: The raw ``tune:`` section, validated by gnn_center.tune_options.
+    tune: Dict[str, Any] = field(default_factory=dict)
     source: str = "<dict>"
 
     def base_method(self, method: str) -> str:
@@ -360,6 +362,10 @@ def config_from_dict(raw: Dict[str, Any], source: str = "<dict>",
     variants = _check_variants(raw.get("variants"), where("variants"))
     datasets, methods, depths, seeds = _check_lists(raw, where, variants)
 
+    tune = {} if raw.get("tune") is None else raw["tune"]
+    if not isinstance(tune, dict):
+        raise ConfigError(f"{where('tune')}: expected a mapping of tuning "
+                          f"options, got {tune!r}")
     name = raw.get("name", default_name)
     name = coerce(name, str, where("name"))
     output_dir = raw.get("output_dir") or f"runs/{name}"
@@ -384,7 +390,7 @@ def config_from_dict(raw: Dict[str, Any], source: str = "<dict>",
                                           for m in methods
                                           if m in variants])),
             ("model", "train"), where("method_options")),
-        variants=variants, source=source)
+        variants=variants, tune=tune, source=source)
 
     _check_ranges(config, source)
     return config

@@ -70,20 +70,22 @@ def _task_for(cell: Cell, root: Optional[str]):
     return _TASKS[key]
 
 
-def _epoch_reporter(cell: Cell) -> Optional[Callable[[int, int], None]]:
-    r"""Sends ``(key, label, epoch, max_epochs)`` to the sweep's process,
-    at most twice a second and at the last epoch."""
+def _epoch_reporter(cell: Cell) -> Optional[Callable[[int, float], None]]:
+    r"""For :func:`~gnn_center.train.fit`'s ``on_epoch``: sends ``(key,
+    label, epochs run, max_epochs)`` to the sweep's process, at most twice
+    a second and at the last epoch."""
     queue = _EPOCHS_QUEUE
     if queue is None:
         return None
     label = f"{cell.method} L={cell.num_layers} s{cell.seed}"
+    max_epochs = TrainOptions(**cell.train_options).max_epochs
     last = [0.0]
 
-    def report(epoch: int, max_epochs: int) -> None:
+    def report(epoch: int, val_acc: float) -> None:
         now = time.monotonic()
-        if now - last[0] >= 0.5 or epoch == max_epochs:
+        if now - last[0] >= 0.5 or epoch + 1 == max_epochs:
             last[0] = now
-            queue.put((cell.key, label, epoch, max_epochs))
+            queue.put((cell.key, label, epoch + 1, max_epochs))
     return report
 
 

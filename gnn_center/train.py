@@ -181,14 +181,16 @@ class SavedMemory:
 def fit(model: torch.nn.Module, task: NodeTask,
         options: Optional[TrainOptions] = None, progress: bool = False,
         desc: Optional[str] = None,
-        on_epoch: Optional[Callable[[int, int], None]] = None) -> FitResult:
+        on_epoch: Optional[Callable[[int, float], None]] = None
+        ) -> FitResult:
     r"""Trains ``model`` on ``task`` full-batch and returns the metrics at
     the best validation epoch; ``result.best_state`` holds its weights.
     The model is called as ``model(x, edge_index, edge_weight)`` and returns
     logits (``edge_weight`` is the data's, usually None). Seeding is the
-    caller's job (see :func:`run`). ``on_epoch(epochs_run, max_epochs)``,
-    if given, is called after each epoch (e.g. to show progress
-    elsewhere)."""
+    caller's job (see :func:`run`). ``on_epoch(epoch, val_acc)``, if
+    given, is called after each epoch's evaluation (``epoch`` counts from
+    0), e.g. to show progress elsewhere; an exception it raises (a tuner
+    pruning the trial) stops training and propagates."""
     options = options or TrainOptions()
     device = resolve_device(options.device)
     data = task.data.to(device)
@@ -257,11 +259,11 @@ def fit(model: torch.nn.Module, task: NodeTask,
             bad_epochs = 0
         else:
             bad_epochs += 1
+        if on_epoch is not None:
+            on_epoch(epoch, val_acc)
         if progress:
             bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{val_acc:.3f}",
                             best=f"{best['val_acc']:.3f}@{best['epoch']}")
-        if on_epoch is not None:
-            on_epoch(epochs_run, options.max_epochs)
         if bad_epochs >= options.patience:
             break
     bar.close()
@@ -324,7 +326,7 @@ def run(dataset: str, method: str, num_layers: int, seed: int = 0, *,
         train_options: Optional[TrainOptions] = None,
         record_layer_metrics: bool = True, progress: bool = False,
         task: Optional[NodeTask] = None,
-        on_epoch: Optional[Callable[[int, int], None]] = None
+        on_epoch: Optional[Callable[[int, float], None]] = None
         ) -> Dict[str, Any]:
     r"""One (dataset, method, depth, seed) run. Returns a record with the
     settings, the metrics at the best validation epoch, cost figures and,

@@ -233,7 +233,9 @@ def test_workers_report_the_epochs_of_runs_in_flight():
     from gnn_center.train import run
 
     epochs = queue.Queue()
-    cell = next(two_cell_config(Path("unused")).cells())
+    cell = next(config_from_dict(dict(
+        datasets=["csbm"], methods=["gcn"], depths=[2],
+        train=dict(max_epochs=7, patience=7))).cells())
     monkey = sweep._EPOCHS_QUEUE
     sweep._EPOCHS_QUEUE = epochs
     try:
@@ -244,8 +246,8 @@ def test_workers_report_the_epochs_of_runs_in_flight():
     run("csbm", "gcn", 2, 0, data_options=dict(num_nodes=120, feature_dim=4),
         train_options=sweep.TrainOptions(max_epochs=7, patience=7),
         record_layer_metrics=False,
-        on_epoch=lambda e, m: (seen.append(e), report(e, m)))
-    assert seen == list(range(1, 8))
+        on_epoch=lambda e, acc: (seen.append(e), report(e, acc)))
+    assert seen == list(range(7))
     # Throttled, but the first and the last epoch always arrive.
     messages = [epochs.get_nowait() for _ in range(epochs.qsize())]
     assert messages[0][2:] == (1, 7) and messages[-1][2:] == (7, 7)

@@ -45,6 +45,11 @@ class BadRecord(UsageError, ValueError):
     pass
 
 
+class ResultsNotSaved(UsageError):
+    r"""Records the results file could not take; the message says where
+    they are kept."""
+
+
 def iter_records(path: os.PathLike) -> Iterator[Tuple[int, Dict[str, Any]]]:
     r"""``(line number, record)`` for each record of a JSON-lines file; a
     line that does not parse (cut short by a crash) is skipped with a

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from gnn_center.config import ConfigError, load_config
+from gnn_center.config import SEED_LIMIT, ConfigError, load_config
 from gnn_center.records import UsageError, append_record
 
 EPILOG = "Datasets: set GNN_CENTER_DATA or --root to a folder in PyG's layout."
@@ -40,6 +40,9 @@ def _train(args) -> int:
     method = _pick(args, config, "method", config and config.methods)
     layers = _pick(args, config, "layers", config and config.depths)
     seed = _pick(args, config, "seed", config and config.seeds, default=0)
+    if not 0 <= seed < SEED_LIMIT:  # a config's seeds are checked on load
+        raise ConfigError(f"--seed {seed} is out of range 0 to 2**32 - 1, "
+                          f"the seeds torch and numpy accept")
     data, model, train, base, root = {}, {}, {}, method, None
     if config is not None:
         if method not in config.methods and method not in config.variants:

@@ -19,9 +19,8 @@ import traceback
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from gnn_center.config import Cell
 from gnn_center.interrupts import sigint_ignored
-from gnn_center.records import ResultsNotSaved
+from gnn_center.records import Cell, ResultsNotSaved
 
 INSTALL = 'pip install -e ".[ray]"'
 

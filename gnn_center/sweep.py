@@ -24,12 +24,12 @@ from typing import Any, Callable, Dict, List, Optional
 from tqdm.auto import tqdm
 
 from gnn_center import local_pool
-from gnn_center.config import Cell, ExperimentConfig
+from gnn_center.config import ExperimentConfig
 from gnn_center.data import load_dataset
 from gnn_center.interrupts import sigint_deferred
 from gnn_center.records import (  # noqa: F401 - read_records: the API
-    ERRORS_FILE, RESULTS_FILE, ResultsNotSaved, UsageError, append_or_keep,
-    check_writable, lock_folder, read_records)
+    ERRORS_FILE, RESULTS_FILE, Cell, ResultsNotSaved, UsageError,
+    append_or_keep, check_writable, lock_folder, read_records)
 from gnn_center.train import TrainOptions, run
 
 #: Executors of the cells: processes on this machine, or Ray tasks.

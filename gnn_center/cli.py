@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from gnn_center.config import ConfigError, load_config
+from gnn_center.config import SEED_LIMIT, ConfigError, load_config
 from gnn_center.records import UsageError, append_record
 
 EPILOG = "Datasets: set GNN_CENTER_DATA or --root to a folder in PyG's layout."
@@ -40,6 +40,9 @@ def _train(args) -> int:
     method = _pick(args, config, "method", config and config.methods)
     layers = _pick(args, config, "layers", config and config.depths)
     seed = _pick(args, config, "seed", config and config.seeds, default=0)
+    if not 0 <= seed < SEED_LIMIT:  # a config's seeds are checked on load
+        raise ConfigError(f"--seed {seed} is out of range 0 to 2**32 - 1, "
+                          f"the seeds torch and numpy accept")
     data, model, train, base, root = {}, {}, {}, method, None
     if config is not None:
         if method not in config.methods and method not in config.variants:
@@ -182,14 +185,7 @@ def _datasets(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gnn-center",
-        description="Deep GNNs with centered message passing: train, sweep "
-        "depths, report.", epilog=EPILOG)
-    sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="COMMAND")
-
+def _add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train one model and print its metrics",
                        description="Train one (dataset, method, depth, seed) "
                        "run. Flags override the config; a config that lists "
@@ -217,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
+
+def _add_sweep_parser(sub) -> None:
     p = sub.add_parser("sweep", help="run a resumable depth sweep",
                        description="Run every (dataset, method, depth, seed) "
                        "cell of CONFIG, appending each result to "
@@ -242,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_sweep)
 
+
+def _add_tune_parser(sub) -> None:
     p = sub.add_parser(
         "tune", help="tune every method with Optuna, then run the best",
         description="One Optuna study per (dataset, method, depth) of "
@@ -270,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no per-trial lines or progress bars")
     p.set_defaults(func=_tune)
 
+
+def _add_report_parser(sub) -> None:
     p = sub.add_parser("report", help="tables and plots from results",
                        description="Write results.md, results.csv and PNG "
                        "plots from one or more results.jsonl files.")
@@ -281,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "are plotted (the deepest run up to it; default 64)")
     p.set_defaults(func=_report)
 
+
+def _add_datasets_parser(sub) -> None:
     p = sub.add_parser("datasets", help="list datasets and local availability",
                        description="List the known dataset names and whether "
                        "each can be loaded without a download.",
@@ -288,6 +292,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="dataset root to check")
     p.add_argument("--json", action="store_true", help="also print JSON")
     p.set_defaults(func=_datasets)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gnn-center",
+        description="Deep GNNs with centered message passing: train, sweep "
+        "depths, report.", epilog=EPILOG)
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="COMMAND")
+    _add_train_parser(sub)
+    _add_sweep_parser(sub)
+    _add_tune_parser(sub)
+    _add_report_parser(sub)
+    _add_datasets_parser(sub)
     return parser
 
 

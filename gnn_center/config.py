@@ -41,16 +41,16 @@ that seeds walk through the 10 geom-gcn splits.
 them (see :mod:`gnn_center.config_files`); ``name`` defaults to the name
 of the file given to :func:`load_config`.
 """
-import hashlib
 import json
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from gnn_center.config_files import ConfigError, coerce, read_config_file
 from gnn_center.data import DATASETS, NUM_GEOM_GCN_SPLITS, DataOptions
 from gnn_center.nn.models import METHODS, ModelOptions, resolve_options
+from gnn_center.records import Cell
 from gnn_center.train import TrainOptions
 
 #: The top-level keys of a config file.
@@ -73,35 +73,6 @@ SECTION_TYPES = {
     "model": _dataclass_types(ModelOptions),
     "train": _dataclass_types(TrainOptions),
 }
-
-
-@dataclass(frozen=True)
-class Cell:
-    r"""One run of a sweep: a dataset, method, depth and seed with every
-    option resolved."""
-    dataset: str
-    method: str  # a method of METHODS or a variant's name
-    num_layers: int
-    seed: int
-    data_options: Dict[str, Any] = field(hash=False)
-    model_options: Dict[str, Any] = field(hash=False)
-    train_options: Dict[str, Any] = field(hash=False)
-    base_method: str = ""  # the method of METHODS that is built
-
-    def __post_init__(self):
-        if not self.base_method:
-            object.__setattr__(self, "base_method", self.method)
-
-    @property
-    def key(self) -> str:
-        r"""Identifies the run: a hash of everything that determines its
-        result, so that a changed option is a new run."""
-        text = json.dumps(asdict(self), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-    def __str__(self) -> str:
-        return (f"{self.dataset} {self.method} L={self.num_layers} "
-                f"seed={self.seed}")
 
 
 @dataclass

@@ -19,7 +19,8 @@ import traceback
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from gnn_center.config import Cell
+from gnn_center.interrupts import sigint_ignored
+from gnn_center.records import Cell, ResultsNotSaved
 
 INSTALL = 'pip install -e ".[ray]"'
 
@@ -130,8 +131,6 @@ def run_cells(cells: Iterable[Cell], root: Optional[str],
     its task finishes. On any exception (Ctrl-C included) the tasks in
     flight are cancelled, the records of those already finished are
     stored, and the exception propagates."""
-    from gnn_center import sweep
-
     options = options or RayOptions()
     ray = import_ray()
     cells = list(cells)
@@ -143,7 +142,7 @@ def run_cells(cells: Iterable[Cell], root: Optional[str],
                   options)
     finally:
         if connected_here:
-            with sweep._sigint_ignored():
+            with sigint_ignored():
                 ray.shutdown()
 
 
@@ -173,7 +172,7 @@ def _dispatch(ray, cells: List[Cell], root: Optional[str],
                 store(_record(ray, ref, cell_of[ref]))
     except BaseException:
         # A second SIGINT must not cut the clean-up short.
-        with sweep._sigint_ignored():
+        with sigint_ignored():
             _cancel_and_keep_finished(ray, pending, cell_of, store)
         raise
 
@@ -193,8 +192,6 @@ def _cancel_and_keep_finished(ray, pending, cell_of, store) -> None:
     # After cancel, every task is settled: finished ones hold a record,
     # cancelled ones an error that is not a result.
     ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
-    from gnn_center.sweep import ResultsNotSaved
-
     for ref in ready:
         try:
             record = ray.get(ref, timeout=0)

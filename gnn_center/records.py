@@ -4,19 +4,22 @@ the command line (no torch here).
 A sweep's output folder holds ``results.jsonl`` (one finished run per
 line) and ``errors.jsonl`` (runs that raised, retried next time). Records
 are appended one line at a time and synced, so a crash cuts at most the
-line being written; :func:`read_records` skips such a line. Cell keys are
-computed by :attr:`gnn_center.config.Cell.key`. :func:`lock_folder` keeps
-two sweeps from writing the same folder, :func:`check_writable` finds an
-unwritable folder before any run, and :func:`append_or_keep` keeps a
-record that cannot be written in a fallback file instead of losing it.
+line being written; :func:`read_records` skips such a line. A
+:class:`Cell` is one run of a sweep, and :attr:`Cell.key` the key that
+identifies its record. :func:`lock_folder` keeps two sweeps from writing
+the same folder, :func:`check_writable` finds an unwritable folder before
+any run, and :func:`append_or_keep` keeps a record that cannot be written
+in a fallback file instead of losing it.
 """
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
 import warnings
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -26,6 +29,36 @@ LOCK_FILE = ".sweep.lock"
 
 #: The fields every finished run has (what the report groups by).
 REQUIRED_FIELDS = ("dataset", "method", "num_layers")
+
+
+@dataclass(frozen=True)
+class Cell:
+    r"""One run of a sweep: a dataset, method, depth and seed with every
+    option resolved."""
+    dataset: str
+    method: str  # a method of gnn_center.nn.METHODS or a variant's name
+    num_layers: int
+    seed: int
+    data_options: Dict[str, Any] = field(hash=False)
+    model_options: Dict[str, Any] = field(hash=False)
+    train_options: Dict[str, Any] = field(hash=False)
+    base_method: str = ""  # the method of METHODS that is built
+
+    def __post_init__(self):
+        if not self.base_method:
+            object.__setattr__(self, "base_method", self.method)
+
+    @property
+    def key(self) -> str:
+        r"""Identifies the run: a hash of everything that determines its
+        result, so that a changed option is a new run."""
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def __str__(self) -> str:
+        return (f"{self.dataset} {self.method} L={self.num_layers} "
+                f"seed={self.seed}")
+
 
 
 class UsageError(Exception):
@@ -43,6 +76,11 @@ class NotWritable(UsageError):
 
 class BadRecord(UsageError, ValueError):
     pass
+
+
+class ResultsNotSaved(UsageError):
+    r"""Records the results file could not take; the message says where
+    they are kept."""
 
 
 def iter_records(path: os.PathLike) -> Iterator[Tuple[int, Dict[str, Any]]]:

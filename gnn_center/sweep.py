@@ -11,32 +11,25 @@ a line cut short by a crash is ignored. Runs that raise are written to
 Before the first run, :func:`run_sweep` locks the output folder (one sweep
 per folder), checks that it can be written and loads each dataset once.
 Storing a record (:class:`Store`) is safe against Ctrl-C; the cells run in
-a local process pool (:func:`run_in_processes`) or in this process
-(:func:`run_here`), and another executor can take their place.
+this process (:func:`run_here`), in a local process pool
+(:func:`gnn_center.local_pool.run_in_processes`) or as Ray tasks
+(:mod:`gnn_center.ray_backend`).
 """
-import multiprocessing
-import os
-import signal
-import threading
-import time
 import traceback
 from collections import OrderedDict
-from contextlib import contextmanager
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from queue import Empty
 from typing import Any, Callable, Dict, List, Optional
 
-import torch
 from tqdm.auto import tqdm
 
-from gnn_center.config import Cell, ExperimentConfig
+from gnn_center import local_pool
+from gnn_center.config import ExperimentConfig
 from gnn_center.data import load_dataset
-from gnn_center.gpus import use_one_gpu
+from gnn_center.interrupts import sigint_deferred
 from gnn_center.records import (  # noqa: F401 - read_records: the API
-    ERRORS_FILE, RESULTS_FILE, UsageError, append_or_keep, check_writable,
-    lock_folder, read_records)
+    ERRORS_FILE, RESULTS_FILE, Cell, ResultsNotSaved, UsageError,
+    append_or_keep, check_writable, lock_folder, read_records)
 from gnn_center.train import TrainOptions, run
 
 #: Executors of the cells: processes on this machine, or Ray tasks.
@@ -46,16 +39,10 @@ class DatasetUnavailable(UsageError):
     pass
 
 
-class ResultsNotSaved(UsageError):
-    pass
-
-
 # One process loads each dataset once; cells are ordered by dataset, so a
 # small cache suffices.
 _TASKS: "OrderedDict[str, Any]" = OrderedDict()
 _TASK_CACHE_SIZE = 2
-# In a worker: where run_cell reports epochs (see _init_worker).
-_EPOCHS_QUEUE = None
 
 
 def _task_for(cell: Cell, root: Optional[str]):
@@ -71,22 +58,11 @@ def _task_for(cell: Cell, root: Optional[str]):
 
 
 def _epoch_reporter(cell: Cell) -> Optional[Callable[[int, float], None]]:
-    r"""For :func:`~gnn_center.train.fit`'s ``on_epoch``: sends ``(key,
-    label, epochs run, max_epochs)`` to the sweep's process, at most twice
-    a second and at the last epoch."""
-    queue = _EPOCHS_QUEUE
-    if queue is None:
-        return None
-    label = f"{cell.method} L={cell.num_layers} s{cell.seed}"
-    max_epochs = TrainOptions(**cell.train_options).max_epochs
-    last = [0.0]
-
-    def report(epoch: int, val_acc: float) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 0.5 or epoch + 1 == max_epochs:
-            last[0] = now
-            queue.put((cell.key, label, epoch + 1, max_epochs))
-    return report
+    r"""In a worker of the local pool, reports the epochs of ``cell``'s run
+    (see :func:`gnn_center.local_pool.epoch_reporter`)."""
+    return local_pool.epoch_reporter(
+        cell.key, f"{cell.method} L={cell.num_layers} s{cell.seed}",
+        TrainOptions(**cell.train_options).max_epochs)
 
 
 def run_cell(cell: Cell, root: Optional[str] = None,
@@ -129,47 +105,6 @@ def check_datasets(cells: List[Cell], root: Optional[str]) -> None:
                 f"nothing was run. {type(err).__name__}: {err}") from err
 
 
-_HELD: List[int] = []  # the SIGINTs _sigint_deferred holds back
-
-
-def _hold(signum, frame) -> None:
-    _HELD.append(signum)
-
-
-@contextmanager
-def _sigint_deferred():
-    r"""Holds SIGINT back until the block ends (so that a record is written
-    and counted, or neither), then delivers it. Inside another such block,
-    where SIGINT is ignored, or outside the main thread, it does nothing."""
-    previous = signal.getsignal(signal.SIGINT)
-    if (previous in (_hold, signal.SIG_IGN, None)
-            or threading.current_thread() is not threading.main_thread()):
-        yield
-        return
-    _HELD.clear()
-    signal.signal(signal.SIGINT, _hold)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if _HELD:
-        signal.raise_signal(signal.SIGINT)
-
-
-@contextmanager
-def _sigint_ignored():
-    r"""Ignores SIGINT in the block (when run in the main thread, the only
-    one that may set signal handlers)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, handler)
-
-
 @dataclass
 class SweepSummary:
     total: int
@@ -207,7 +142,7 @@ class Store:
         self.error: Optional[OSError] = None
 
     def __call__(self, record: Dict[str, Any]) -> None:
-        with _sigint_deferred():
+        with sigint_deferred():
             self._store(record)
         if self.kept:
             raise ResultsNotSaved(self.not_saved_message())
@@ -251,141 +186,6 @@ def run_here(cells: List[Cell], store: Store, root: Optional[str],
     bar on a terminal)."""
     for cell in cells:
         store(run_cell(cell, root, layer_metrics, progress=progress))
-
-
-def _init_worker(threads: int, epochs_queue, counter=None,
-                 device_count: int = 0) -> None:
-    global _EPOCHS_QUEUE
-    torch.set_num_threads(threads)
-    if counter is not None:  # each worker takes the next index, its GPU
-        with counter.get_lock():
-            index, counter.value = counter.value, counter.value + 1
-        use_one_gpu(index, device_count)
-    _EPOCHS_QUEUE = epochs_queue
-    if epochs_queue is not None:  # never wait at exit for unread epochs
-        epochs_queue.cancel_join_thread()
-    # Ctrl-C reaches the whole process group; the parent alone handles it
-    # (see _stop_workers), so a worker is not left half-way through a queue.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Workers draw no progress bars; a thread lock spares each the named
-    # semaphore tqdm would create, which leaks (with a warning at exit)
-    # when _stop_workers terminates the worker.
-    tqdm.set_lock(threading.RLock())
-
-
-def _stop_workers(pool: ProcessPoolExecutor) -> None:
-    r"""Shuts ``pool`` down without waiting for the tasks it is running."""
-    # Before Python 3.14 (terminate_workers) the pool has no public way to
-    # stop a running task, so its worker processes are terminated.
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    manager = getattr(pool, "_executor_manager_thread", None)
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        process.join(timeout=10)
-        if process.is_alive():
-            process.kill()
-            process.join()
-    # The manager thread sees the workers gone, settles their futures and
-    # ends; left running, it would keep the interpreter from exiting.
-    if manager is not None:
-        manager.join(timeout=10)
-
-
-class InFlight:
-    r"""The epochs of the runs in flight, shown after the sweep's bar."""
-
-    def __init__(self, queue, bar: Optional[tqdm]):
-        self.queue, self.bar = queue, bar
-        self.epochs: Dict[str, str] = {}
-        self.ended: set = set()
-
-    def update(self) -> None:
-        if self.queue is None:
-            return
-        changed = False
-        while True:
-            try:
-                key, label, epoch, max_epochs = self.queue.get_nowait()
-            except (Empty, OSError, ValueError):
-                break
-            if key not in self.ended:
-                self.epochs[key] = f"{label} {epoch}/{max_epochs}"
-                changed = True
-        if changed:
-            self.show()
-
-    def end(self, key: Optional[str]) -> None:
-        self.ended.add(key)
-        if self.epochs.pop(key, None) is not None:
-            self.show()
-
-    def show(self) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(", ".join(self.epochs.values()))
-
-
-def run_in_processes(cells: List[Cell], store: Store, root: Optional[str],
-                     layer_metrics: bool, jobs: int,
-                     bar: Optional[tqdm] = None) -> None:
-    r"""Runs the cells ``jobs`` at a time in worker processes (each with
-    ``cpu_count // jobs`` threads), storing each result as it comes. On
-    any exception (Ctrl-C included) the runs in flight are stopped at once
-    and every finished run is stored before it propagates."""
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    context = multiprocessing.get_context("spawn")
-    epochs = context.Queue() if bar is not None and not bar.disable else None
-    in_flight = InFlight(epochs, bar)
-    pool = ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_init_worker,
-        initargs=(threads, epochs, context.Value("i", 0),
-                  torch.cuda.device_count()))
-    futures: Dict[Any, Cell] = {}
-    stored: set = set()
-
-    def take(future) -> None:
-        # Stored and marked together, so that neither a SIGINT here nor
-        # the clean-up below can drop or repeat a finished run.
-        with _sigint_deferred():
-            if future not in stored:
-                stored.add(future)
-                in_flight.end(futures[future].key)
-                store(future.result())
-
-    try:
-        futures = {pool.submit(run_cell, cell, root, layer_metrics): cell
-                   for cell in cells}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=0.5,
-                                 return_when=FIRST_COMPLETED)
-            in_flight.update()
-            for future in done:
-                take(future)
-    except BaseException:
-        # Stop the runs in flight at once (leaving the pool the usual way
-        # would wait for them, minutes each at depth, only to discard
-        # them), then keep every run that finished. A second SIGINT
-        # (Ctrl-C twice, or `timeout` signalling the process and then its
-        # group) must not cut this short.
-        with _sigint_ignored():
-            try:
-                _stop_workers(pool)
-            finally:
-                for future in futures:
-                    if (future.done() and not future.cancelled()
-                            and future.exception() is None):
-                        try:
-                            take(future)
-                        except ResultsNotSaved:
-                            pass  # kept; the first error is raised below
-        raise
-    finally:
-        if epochs is not None:
-            epochs.cancel_join_thread()
-            epochs.close()
-    pool.shutdown()
 
 
 def run_sweep(config: ExperimentConfig, jobs: int = 1,
@@ -440,8 +240,9 @@ def run_sweep(config: ExperimentConfig, jobs: int = 1,
                          progress)
             else:
                 _TASKS.clear()  # the workers load their own
-                run_in_processes(todo, store, config.root,
-                                 config.layer_metrics, jobs, bar)
+                local_pool.run_in_processes(run_cell, todo, store,
+                                            config.root,
+                                            config.layer_metrics, jobs, bar)
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:

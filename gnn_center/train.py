@@ -178,6 +178,58 @@ class SavedMemory:
         self._hooks.__exit__(*exc)
 
 
+class _BestEpoch:
+    r"""Model selection: the epoch of the highest validation accuracy, ties
+    broken by the lower validation loss, with its metrics and weights; and
+    the epochs since it, for early stopping."""
+
+    def __init__(self):
+        self.val_acc, self.val_loss, self.epoch = -math.inf, math.inf, None
+        self.state: Optional[Dict[str, torch.Tensor]] = None
+        self.metrics: Dict[str, Optional[float]] = dict(
+            train_acc=None, val_acc=None, test_acc=None, val_loss=None)
+        self.bad_epochs = 0
+
+    def consider(self, epoch: int, val_acc: float, val_loss: float,
+                 model: torch.nn.Module, task: NodeTask, data,
+                 out: torch.Tensor) -> None:
+        if val_acc > self.val_acc or (val_acc == self.val_acc
+                                      and val_loss < self.val_loss):
+            self.val_acc, self.val_loss, self.epoch = val_acc, val_loss, epoch
+            self.state = copy.deepcopy(model.state_dict())
+            self.metrics = dict(
+                train_acc=task.evaluate(out, data.train_mask),
+                val_acc=val_acc, test_acc=task.evaluate(out, data.test_mask),
+                val_loss=val_loss)
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+
+
+def _train_step(model: torch.nn.Module, optimizer, inputs, data,
+                saving) -> torch.Tensor:
+    r"""One full-batch step; returns the training loss, and steps only when
+    it is finite. ``saving`` wraps the forward pass (see
+    :class:`SavedMemory`)."""
+    model.train()
+    optimizer.zero_grad()
+    with saving:
+        out = model(*inputs)
+        loss = F.cross_entropy(out[data.train_mask], data.y[data.train_mask])
+    if torch.isfinite(loss):
+        loss.backward()
+        optimizer.step()
+    return loss
+
+
+def _validation_pass(model: torch.nn.Module, inputs, data):
+    r"""The logits in evaluation mode and the validation loss."""
+    model.eval()
+    with torch.no_grad():
+        out = model(*inputs)
+        return out, F.cross_entropy(out[data.val_mask], data.y[data.val_mask])
+
+
 def fit(model: torch.nn.Module, task: NodeTask,
         options: Optional[TrainOptions] = None, progress: bool = False,
         desc: Optional[str] = None,
@@ -198,18 +250,12 @@ def fit(model: torch.nn.Module, task: NodeTask,
     optimizer = _optimizer(model, options)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    edge_weight = getattr(data, "edge_weight", None)
-    x = model_input(model, data.x)
-
-    best = dict(val_acc=-math.inf, val_loss=math.inf, epoch=None)
-    best_state = None
-    metrics: Dict[str, Optional[float]] = dict(train_acc=None, val_acc=None,
-                                               test_acc=None, val_loss=None)
+    inputs = (model_input(model, data.x), data.edge_index,
+              getattr(data, "edge_weight", None))
+    best, saved = _BestEpoch(), SavedMemory()
     status, error = "ok", None
-    train_time, epochs_run, bad_epochs = 0.0, 0, 0
-    saved = SavedMemory()
+    train_time, epochs_run = 0.0, 0
     start = time.perf_counter()
-
     # Epoch bars only on a terminal (disable=None): in logs they would
     # repeat a line per refresh.
     bar = tqdm(range(options.max_epochs), desc=desc,
@@ -217,66 +263,42 @@ def fit(model: torch.nn.Module, task: NodeTask,
                dynamic_ncols=True)
     for epoch in bar:
         tic = time.perf_counter()
-        model.train()
-        optimizer.zero_grad()
         # Count what the forward pass saves for backward (checkpointed
         # blocks save their inputs only), once.
-        with saved if epoch == 0 else contextlib.nullcontext():
-            out = model(x, data.edge_index, edge_weight)
-            loss = F.cross_entropy(out[data.train_mask],
-                                   data.y[data.train_mask])
+        loss = _train_step(model, optimizer, inputs, data,
+                           saved if epoch == 0 else contextlib.nullcontext())
         if not torch.isfinite(loss):
             status, error = "diverged", _diverged("training", loss, epoch)
             break
-        loss.backward()
-        optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_time += time.perf_counter() - tic
         epochs_run = epoch + 1
-
-        model.eval()
-        with torch.no_grad():
-            out = model(x, data.edge_index, edge_weight)
-            val_loss = F.cross_entropy(out[data.val_mask],
-                                       data.y[data.val_mask])
+        out, val_loss = _validation_pass(model, inputs, data)
         if not torch.isfinite(val_loss):
             # The step made the weights non-finite: never select them.
             status, error = "diverged", _diverged("validation", val_loss,
                                                   epoch)
             break
-        val_loss = val_loss.item()
         val_acc = task.evaluate(out, data.val_mask)
-        improved = val_acc > best["val_acc"] or (
-            val_acc == best["val_acc"] and val_loss < best["val_loss"])
-        if improved:
-            best.update(val_acc=val_acc, val_loss=val_loss, epoch=epoch)
-            best_state = copy.deepcopy(model.state_dict())
-            metrics = dict(train_acc=task.evaluate(out, data.train_mask),
-                           val_acc=val_acc,
-                           test_acc=task.evaluate(out, data.test_mask),
-                           val_loss=val_loss)
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
+        best.consider(epoch, val_acc, val_loss.item(), model, task, data, out)
         if on_epoch is not None:
             on_epoch(epoch, val_acc)
         if progress:
             bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{val_acc:.3f}",
-                            best=f"{best['val_acc']:.3f}@{best['epoch']}")
-        if bad_epochs >= options.patience:
+                            best=f"{best.val_acc:.3f}@{best.epoch}")
+        if best.bad_epochs >= options.patience:
             break
     bar.close()
-
     peak = torch.cuda.max_memory_allocated(device) / 2**20 \
         if device.type == "cuda" else None
-    return FitResult(status=status, error=error, best_epoch=best["epoch"],
+    return FitResult(status=status, error=error, best_epoch=best.epoch,
                      epochs_run=epochs_run, time_per_epoch_s=train_time /
                      max(epochs_run, 1),
                      total_time_s=time.perf_counter() - start,
                      activation_memory_mb=saved.total / 2**20 or None,
                      peak_memory_mb=peak, device=str(device),
-                     best_state=best_state, **metrics)
+                     best_state=best.state, **best.metrics)
 
 
 def _diverged(which: str, loss: torch.Tensor, epoch: int) -> str:

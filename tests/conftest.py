@@ -62,7 +62,8 @@ def shared_dataset_root():
     value = os.environ.get("GNN_CENTER_DATA")
     if not value or not Path(value).is_dir():
         message = (f"GNN_CENTER_DATA={value!r} is not a dataset folder; "
-                   f"point it at the shared copy (e.g. ../shared/datasets)")
+                   f"point it, as an absolute path, at a folder in PyG's raw "
+                   f"layout (one holding Planetoid/Cora/raw/ind.cora.x)")
         if in_ci():
             pytest.fail(f"CI must run the dataset tests: {message}")
         pytest.skip(message)

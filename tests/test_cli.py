@@ -214,6 +214,10 @@ def test_bad_input_gives_a_clear_error(tmp_path, capsys):
     assert main(["train", "--dataset", "csbm", "--method", "gcn",
                  "--layers", "300"]) == 2
     assert "num_layers=300 is out of range" in capsys.readouterr().err
+    assert main(["train", "--dataset", "csbm", "--method", "gcn",
+                 "--layers", "2", "--seed", "-1"]) == 2
+    assert "--seed -1 is out of range 0 to 2**32 - 1" in (
+        capsys.readouterr().err)
     assert main(["sweep", str(tmp_path / "missing.yaml")]) == 2
     assert "no such config file" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "none.jsonl")]) == 2

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tqdm import tqdm
 
-from gnn_center import records, sweep
+from gnn_center import local_pool, records, sweep
 from gnn_center.config import config_from_dict
 from gnn_center.records import ERRORS_FILE, RESULTS_FILE, read_records
 
@@ -236,12 +236,12 @@ def test_workers_report_the_epochs_of_runs_in_flight():
     cell = next(config_from_dict(dict(
         datasets=["csbm"], methods=["gcn"], depths=[2],
         train=dict(max_epochs=7, patience=7))).cells())
-    monkey = sweep._EPOCHS_QUEUE
-    sweep._EPOCHS_QUEUE = epochs
+    monkey = local_pool.EPOCHS_QUEUE
+    local_pool.EPOCHS_QUEUE = epochs
     try:
         report = sweep._epoch_reporter(cell)
     finally:
-        sweep._EPOCHS_QUEUE = monkey
+        local_pool.EPOCHS_QUEUE = monkey
     seen = []
     run("csbm", "gcn", 2, 0, data_options=dict(num_nodes=120, feature_dim=4),
         train_options=sweep.TrainOptions(max_epochs=7, patience=7),
@@ -254,7 +254,7 @@ def test_workers_report_the_epochs_of_runs_in_flight():
 
     text = io.StringIO()
     bar = tqdm(total=2, file=text, mininterval=0)
-    shown = sweep.InFlight(epochs, bar)
+    shown = local_pool.InFlight(epochs, bar)
     epochs.put((cell.key, "gcn L=2 s0", 3, 7))
     shown.update()
     assert "gcn L=2 s0 3/7" in text.getvalue()

@@ -334,11 +334,11 @@ def test_pruner_stops_a_hopeless_trial(tmp_path):
 
 DRIVER = r"""
 import json, os, signal, sys
-from gnn_center import sweep, tune
+from gnn_center import records, tune
 from gnn_center.config import config_from_dict
 
 kill_at = os.environ.get("KILL_AT", "")
-fit, append, calls = tune.fit, sweep.append_record, []
+fit, append, calls = tune.fit, records.append_record, []
 
 def fit_then_die(*args, **kwargs):
     # Dies in the first epoch of the second trial: a trial left RUNNING.
@@ -352,7 +352,7 @@ def append_then_die(path, record):
     if kill_at == "final":
         os.kill(os.getpid(), signal.SIGKILL)
 
-tune.fit, sweep.append_record = fit_then_die, append_then_die
+tune.fit, records.append_record = fit_then_die, append_then_die
 config = config_from_dict(json.loads(sys.argv[1]))
 tune.tune(config, quiet=True, heartbeat_s=1)
 """

@@ -1,6 +1,5 @@
 from typing import Optional, Tuple
 
-import torch
 from torch import Tensor
 
 from torch_geometric.nn.conv import GCNConv

@@ -82,9 +82,7 @@ from gnn_center.nn.functional import (
     rms_scale,
 )
 from gnn_center.nn.model_options import (  # noqa: F401 (re-exported)
-    MAX_LAYERS,
     METHODS,
-    MIN_LAYERS,
     ModelOptions,
     resolve_options,
 )

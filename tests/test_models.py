@@ -461,3 +461,18 @@ def test_center_after_activation_per_graph_and_only_when_centered(data):
                                    torch.zeros(16), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="center_after_activation only"):
         model_for("gcn", 2, center_after_activation=True)
+
+
+def test_learn_alpha_gives_each_centered_gcnii_layer_its_own_alpha(data):
+    x, edge_index, _ = data
+    model = model_for("centered-gcnii", 3, learn_alpha=True, alpha=0.2)
+    logits = [conv.alpha_logit for conv in model.convs]
+    assert len({id(p) for p in logits}) == 3
+    for conv in model.convs:
+        assert conv.effective_alpha().item() == pytest.approx(0.2)
+    model(x, edge_index).pow(2).sum().backward()
+    assert all(p.grad is not None and p.grad.abs() > 0 for p in logits)
+    with pytest.raises(ValueError, match="learn_alpha only applies"):
+        model_for("gcnii", 2, learn_alpha=True)
+    with pytest.raises(ValueError, match="learn_alpha=True needs alpha"):
+        model_for("centered-gcnii", 2, learn_alpha=True, alpha=0.0)

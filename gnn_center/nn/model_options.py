@@ -115,6 +115,9 @@ class ModelOptions:
     #: features off the centre), with the fixed ``beta``: ``spectral``
     #: deflation for ``center="spectral"``, mean subtraction otherwise.
     center_after_activation: bool = False
+    #: Learn each layer's initial-residual weight ``alpha`` (started at
+    #: ``alpha``, kept in (0, 1) by a sigmoid); centered GCNII only.
+    learn_alpha: bool = False
 
     def __post_init__(self):
         for name, choices in (("dropout_placement", DROPOUT_PLACEMENTS),
@@ -152,6 +155,12 @@ def _check_method(method: str, kind: ConvKind, opts: ModelOptions) -> None:
         if getattr(opts, name) and not kind.centered:
             raise ValueError(f"{name} only applies to the centered "
                              f"methods, not to method {method!r}")
+    if opts.learn_alpha and not (kind.centered and kind.initial_residual):
+        raise ValueError(f"learn_alpha only applies to the centered GCNII "
+                         f"methods, not to method {method!r}")
+    if opts.learn_alpha and not 0.0 < opts.alpha < 1.0:
+        raise ValueError(f"learn_alpha=True needs alpha strictly inside "
+                         f"(0, 1); got alpha={opts.alpha}")
     if kind.attention and opts.hidden_channels % opts.heads != 0:
         raise ValueError(f"hidden_channels={opts.hidden_channels} must be a "
                          f"multiple of heads={opts.heads}")

@@ -49,7 +49,8 @@ INITS = ("glorot", "orthogonal", "identity")
 #: After :func:`resolve_options` no option is unset: ``None`` remains only
 #: as ``center=None``, no centering, as in the layers.
 NEUTRAL = dict(dropout_placement="every", rescale=False, norm="none",
-               residual="none", dropedge=0.0, jk="last")
+               residual="none", dropedge=0.0, jk="last", beta=1.0,
+               learn_beta=False, learn_alpha=False)
 
 
 def _choice(name: str, value, choices) -> None:
@@ -74,7 +75,8 @@ class ModelOptions:
     ``None`` means *unset*: the option takes the method's value from
     :data:`METHODS`, or the neutral value of :data:`NEUTRAL` (no norm, no
     residual, no DropEdge, no rescaling, dropout before every layer, the
-    last layer's output) when the method does not set it. The strings
+    last layer's output, full centering strength, nothing learned) when the
+    method does not set it. The strings
     ``"none"`` of ``norm`` and ``residual`` are values: "no norm" even for
     a method that has one.
     """
@@ -85,8 +87,10 @@ class ModelOptions:
     activation: str = "relu"
     #: Centering mode for the centered methods (mean, uniform, spectral).
     center: Optional[str] = None
-    beta: float = 1.0
-    learn_beta: bool = False
+    #: Centering strength (its start when learned); unset: 1.
+    beta: Optional[float] = None
+    #: Learn beta per layer; unset: no (a preset may learn it).
+    learn_beta: Optional[bool] = None
     #: Divide by the RMS row norm after each layer (PairNorm's scaling).
     rescale: Optional[bool] = None
     norm: Optional[str] = None
@@ -117,7 +121,7 @@ class ModelOptions:
     center_after_activation: bool = False
     #: Learn each layer's initial-residual weight ``alpha`` (started at
     #: ``alpha``, kept in (0, 1) by a sigmoid); centered GCNII only.
-    learn_alpha: bool = False
+    learn_alpha: Optional[bool] = None
 
     def __post_init__(self):
         for name, choices in (("dropout_placement", DROPOUT_PLACEMENTS),
@@ -127,7 +131,8 @@ class ModelOptions:
                 _choice(name, getattr(self, name), choices)
         _choice("pairnorm_mode", self.pairnorm_mode, PAIRNORM_MODES)
         _choice("init", self.init, INITS)
-        check_beta(self.beta)
+        if self.beta is not None:
+            check_beta(self.beta)
         _in_range("dropout", self.dropout, 0.0, 1.0, closed=False)
         if self.dropedge is not None:
             _in_range("dropedge", self.dropedge, 0.0, 1.0, closed=False)

@@ -238,3 +238,53 @@ def test_repr_names_both_strengths():
     text = repr(make_conv("spectral", beta=0.5))
     assert "center=spectral" in text and "beta=0.5" in text
     assert "identity_beta=" in text
+
+
+@pytest.mark.parametrize("mode", [None, "mean", "spectral"])
+def test_learned_alpha_matches_dense_reference(mode):
+    # alpha = sigmoid(alpha_logit): start at the given alpha, then move the
+    # free parameter and check the mixing follows the sigmoid.
+    x, x_0, edge_index = inputs()
+    conv = make_conv(mode, learn_alpha=True)
+    assert "alpha_logit" in dict(conv.named_parameters())
+    assert conv.effective_alpha().item() == pytest.approx(ALPHA)
+    with torch.no_grad():
+        conv.alpha_logit.fill_(0.3)
+    alpha = 1 / (1 + math.exp(-0.3))
+    a_hat = dense_gcn_operator(edge_index, None, x.size(0))
+    gamma = math.log(THETA / LAYER + 1)
+    eye = torch.eye(5, dtype=x.dtype)
+    mapping = (1 - gamma) * eye + gamma * conv.weight1.detach()
+    expected = ((1 - alpha) * dense_correction(mode, a_hat) @ x
+                + alpha * x_0) @ mapping
+    torch.testing.assert_close(conv(x, x_0, edge_index), expected)
+    conv.reset_parameters()
+    assert conv.effective_alpha().item() == pytest.approx(ALPHA)
+
+
+def test_learned_alpha_has_gradient_and_passes_gradcheck():
+    edge_index, edge_weight = random_graph(6, 6, seed=7, weighted=True)
+    conv = make_conv("mean", learn_alpha=True, learn_beta=True, beta=0.6)
+    x = torch.randn(6, 5, dtype=torch.float64)
+    x_0 = torch.randn(6, 5, dtype=torch.float64)
+    conv(x, x_0, edge_index, edge_weight).pow(2).sum().backward()
+    assert conv.alpha_logit.grad.abs() > 0
+
+    def fn(alpha_logit, beta):
+        params = {"alpha_logit": alpha_logit, "beta": beta}
+        return torch.func.functional_call(
+            conv, params, (x, x_0, edge_index, edge_weight))
+
+    logit = torch.tensor(-1.0, dtype=torch.float64, requires_grad=True)
+    beta = torch.tensor(0.6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(fn, (logit, beta))
+
+
+def test_learned_alpha_needs_an_open_interval():
+    for alpha in (0.0, 1.0):
+        with pytest.raises(ValueError, match=r"learn_alpha=True needs alpha"):
+            CenteredGCN2Conv(5, alpha, learn_alpha=True)
+    # A fixed alpha keeps GCN2Conv's float, with no parameter.
+    conv = make_conv("mean")
+    assert conv.alpha == ALPHA and "alpha_logit" not in dict(
+        conv.named_parameters())

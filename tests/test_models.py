@@ -1,3 +1,4 @@
+import math
 from dataclasses import FrozenInstanceError, asdict
 
 import pytest
@@ -461,3 +462,41 @@ def test_center_after_activation_per_graph_and_only_when_centered(data):
                                    torch.zeros(16), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="center_after_activation only"):
         model_for("gcn", 2, center_after_activation=True)
+
+
+def test_learn_alpha_gives_each_centered_gcnii_layer_its_own_alpha(data):
+    x, edge_index, _ = data
+    model = model_for("centered-gcnii", 3, learn_alpha=True, alpha=0.2)
+    logits = [conv.alpha_logit for conv in model.convs]
+    assert len({id(p) for p in logits}) == 3
+    for conv in model.convs:
+        assert conv.effective_alpha().item() == pytest.approx(0.2)
+    model(x, edge_index).pow(2).sum().backward()
+    assert all(p.grad is not None and p.grad.abs() > 0 for p in logits)
+    with pytest.raises(ValueError, match="learn_alpha only applies"):
+        model_for("gcnii", 2, learn_alpha=True)
+    with pytest.raises(ValueError, match="learn_alpha=True needs alpha"):
+        model_for("centered-gcnii", 2, learn_alpha=True, alpha=0.0)
+
+
+def test_centered_gcnii_adaptive_preset_learns_its_strengths(data):
+    x, edge_index, _ = data
+    model = model_for("centered-gcnii-adaptive", 4)
+    opts = model.options
+    assert (opts.center, opts.beta, opts.theta) == ("mean", 0.5, 1.5)
+    assert opts.learn_beta and opts.learn_alpha and opts.rescale
+    assert opts.dropout_placement == "every"  # GCNII's skeleton
+    for layer, conv in enumerate(model.convs, start=1):
+        assert isinstance(conv, CenteredGCN2Conv)
+        assert conv.effective_alpha().item() == pytest.approx(0.1)
+        assert conv.effective_beta().item() == pytest.approx(0.5)
+        assert conv.identity_beta == pytest.approx(math.log(1.5 / layer + 1))
+    # Two learned scalars per layer on top of centered-gcnii.
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(model) == count(model_for("centered-gcnii", 4)) + 8
+    assert torch.isfinite(model(x, edge_index)).all()
+    # The user's values still win over the preset's.
+    fixed = model_for("centered-gcnii-adaptive", 2, learn_alpha=False,
+                      theta=0.5, beta=1.0)
+    assert not fixed.options.learn_alpha
+    assert (fixed.options.theta, fixed.options.beta) == (0.5, 1.0)

@@ -1,7 +1,10 @@
 from typing import Optional
 
+import math
+
 import torch
 from torch import Tensor
+from torch.nn import Parameter
 
 from torch_geometric.nn.conv import GCN2Conv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
@@ -82,6 +85,11 @@ class CenteredGCN2Conv(CenteringMixin, GCN2Conv):
             learned parameter (see
             :class:`~gnn_center.nn.centering.CenteringMixin`); keyword only.
             (default: :obj:`False`)
+        learn_alpha (bool, optional): If :obj:`True`, :math:`\alpha` is
+            learned, as :math:`\alpha = \sigma(a)` of a free parameter
+            ``alpha_logit`` started at :math:`a = \operatorname{logit}
+            (\alpha)`, so that it stays in :math:`(0, 1)` (``alpha`` must
+            then lie strictly inside); keyword only. (default: :obj:`False`)
         **kwargs (optional): Additional arguments of
             :class:`torch_geometric.nn.conv.MessagePassing`.
 
@@ -113,21 +121,43 @@ class CenteredGCN2Conv(CenteringMixin, GCN2Conv):
         center: Optional[str] = "mean",
         beta: float = 1.0,
         learn_beta: bool = False,
+        learn_alpha: bool = False,
         **kwargs,
     ):
         check_center_mode(center)
+        if learn_alpha and not 0.0 < alpha < 1.0:
+            raise ValueError(f"learn_alpha=True needs alpha strictly inside "
+                             f"(0, 1) (its logit is the free parameter); got "
+                             f"alpha={alpha}")
         super().__init__(channels, alpha, theta, layer, shared_weights,
                          cached, add_self_loops, normalize, **kwargs)
         # GCN2Conv names its identity-mapping strength beta; the centering
         # strength takes that name, as in the other centered layers.
         self.identity_beta = float(self.beta)
         self._init_centering(center, beta, learn_beta)
+        self.learn_alpha = learn_alpha
+        self.alpha_init = float(alpha)
+        # GCN2Conv's float alpha stays for the fixed case (bit for bit).
+        self.alpha_logit = Parameter(torch.tensor(
+            math.log(alpha / (1 - alpha)))) if learn_alpha else None
         self._cached_u = None
 
     def reset_parameters(self):
         super().reset_parameters()
         self._reset_beta()
+        # PyG runs reset_parameters before alpha_logit exists.
+        if getattr(self, "alpha_logit", None) is not None:
+            a = self.alpha_init
+            with torch.no_grad():
+                self.alpha_logit.fill_(math.log(a / (1 - a)))
         self._cached_u = None
+
+    def effective_alpha(self):
+        r"""The initial-residual strength :math:`\alpha` the forward pass
+        uses: the fixed float, or :math:`\sigma(a)` when learned."""
+        if self.alpha_logit is None:
+            return self.alpha
+        return torch.sigmoid(self.alpha_logit)
 
     def forward(self, x: Tensor, x_0: Tensor, edge_index: Adj,
                 edge_weight: OptTensor = None, batch: OptTensor = None,
@@ -154,8 +184,9 @@ class CenteredGCN2Conv(CenteringMixin, GCN2Conv):
                        u=u, batch=batch, batch_size=batch_size)
 
         # GCN2Conv's mixing and identity mapping, operation for operation.
-        h = h * (1 - self.alpha)
-        x_0 = self.alpha * x_0[:h.size(0)]
+        alpha = self.effective_alpha()
+        h = h * (1 - alpha)
+        x_0 = alpha * x_0[:h.size(0)]
         gamma = self.identity_beta
         if self.weight2 is None:
             out = h + x_0
@@ -197,5 +228,6 @@ class CenteredGCN2Conv(CenteringMixin, GCN2Conv):
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.channels}, "
-                f"alpha={self.alpha}, identity_beta={self.identity_beta}, "
+                f"alpha={'learned' if self.learn_alpha else self.alpha}, "
+                f"identity_beta={self.identity_beta}, "
                 f"{self._centering_repr()})")

@@ -114,7 +114,8 @@ CONV_KINDS: Dict[str, ConvKind] = {
         hidden_weight=_weight1, initial_residual=True),
     "centered-gcnii": ConvKind(
         build=lambda o, layer: CenteredGCN2Conv(
-            o.hidden_channels, **_gcnii_args(o, layer), **_centering(o)),
+            o.hidden_channels, **_gcnii_args(o, layer), **_centering(o),
+            learn_alpha=o.learn_alpha),
         call=lambda conv, h, c: conv(
             h, c.h0, c.graph, c.edge_weight, batch=c.center_batch,
             batch_size=c.center_batch_size, u=c.u),

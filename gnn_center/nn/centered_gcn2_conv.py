@@ -15,6 +15,7 @@ from gnn_center.nn.functional import (
     center,
     check_batch,
     check_center_mode,
+    check_spectral_u,
     gcn_degree,
 )
 
@@ -165,12 +166,7 @@ class CenteredGCN2Conv(CenteringMixin, GCN2Conv):
                 u: OptTensor = None) -> Tensor:
         check_batch(batch, x.size(self.node_dim))
         spectral = self.center == "spectral"
-        if spectral and u is None and not self.normalize:
-            raise ValueError(
-                "center='spectral' with normalize=False needs the dominant "
-                "eigenvector of the normalised graph: pass "
-                "u=gcn_degree(edge_index, ...).sqrt() to forward, or use "
-                "normalize=True")
+        check_spectral_u(spectral, u is not None, self.normalize)
         if self.normalize:
             edge_index, edge_weight, graph_u = self._normalize(
                 edge_index, edge_weight, x, spectral)

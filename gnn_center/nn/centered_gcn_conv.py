@@ -16,6 +16,7 @@ from gnn_center.nn.functional import (
     center_nodes,
     check_batch,
     check_center_mode,
+    check_spectral_u,
     gcn_degree,
 )
 
@@ -142,12 +143,7 @@ class CenteredGCNConv(CenteringMixin, GCNConv):
         spectral = False
         if mode is not None:  # (TorchScript: no `==` on an Optional[str])
             spectral = mode == "spectral"
-        if spectral and u is None and not self.normalize:
-            raise ValueError(
-                "center='spectral' with normalize=False needs the dominant "
-                "eigenvector of the normalised graph: pass "
-                "u=gcn_degree(edge_index, ...).sqrt() to forward, or use "
-                "normalize=True")
+        check_spectral_u(spectral, u is not None, self.normalize)
         graph_u: OptTensor = None
         if self.normalize:
             if isinstance(edge_index, Tensor):

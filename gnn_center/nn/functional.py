@@ -57,6 +57,17 @@ def check_center_mode(mode: Optional[str], allowed=CENTER_MODES,
                          f"choose one of {choices}")
 
 
+def check_spectral_u(spectral: bool, has_u: bool, normalize: bool) -> None:
+    r"""A layer that does not normalise the graph itself cannot compute the
+    eigenvector ``"spectral"`` deflates: it must be passed in."""
+    if spectral and not has_u and not normalize:
+        raise ValueError(
+            "center='spectral' with normalize=False needs the dominant "
+            "eigenvector of the normalised graph: pass "
+            "u=gcn_degree(edge_index, ...).sqrt() to forward, or use "
+            "normalize=True")
+
+
 def check_beta(beta: float) -> None:
     if not 0.0 <= float(beta) <= 1.0:
         raise ValueError(f"beta={beta} is outside [0, 1]; beta=0 leaves the "

@@ -101,15 +101,22 @@ def _print_run(record, method: str, layers: int, seed: int) -> None:
         print(f"  {1000 * record['time_per_epoch_s']:.1f} ms/epoch{memory}")
 
 
-def _sweep(args) -> int:
-    from gnn_center.ray_backend import RayNotInstalledError
-    from gnn_center.sweep import run_sweep
-
+def _config_with_overrides(args):
+    r"""The config of ``sweep`` and ``tune``, with ``--output-dir`` and
+    ``--root`` applied."""
     config = load_config(args.config)
     if args.output_dir:
         config.output_dir = Path(args.output_dir)
     if args.root:
         config.root = args.root
+    return config
+
+
+def _sweep(args) -> int:
+    from gnn_center.ray_backend import RayNotInstalledError
+    from gnn_center.sweep import run_sweep
+
+    config = _config_with_overrides(args)
     total = len(list(config.cells()))
     print(f"{config.name}: {len(config.datasets)} dataset(s) x "
           f"{len(config.methods)} method(s) x {len(config.depths)} depth(s) "
@@ -138,11 +145,7 @@ def _sweep(args) -> int:
 def _tune(args) -> int:
     from gnn_center.tune import SUMMARY_FILE, tune
 
-    config = load_config(args.config)
-    if args.output_dir:
-        config.output_dir = Path(args.output_dir)
-    if args.root:
-        config.root = args.root
+    config = _config_with_overrides(args)
     summary = tune(config, storage=args.storage, jobs=args.jobs,
                    quiet=args.quiet)
     print((config.output_dir / SUMMARY_FILE).read_text())

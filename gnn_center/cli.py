@@ -102,9 +102,9 @@ def _print_run(record, method: str, layers: int, seed: int) -> None:
 
 
 def _config_with_overrides(args):
-    r"""The config of ``sweep`` and ``tune``, with ``--output-dir`` and
-    ``--root`` applied."""
-    config = load_config(args.config)
+    r"""The config of ``sweep`` and ``tune``, with ``--datasets``,
+    ``--methods``, ``--output-dir`` and ``--root`` applied."""
+    config = load_config(args.config).only(args.datasets, args.methods)
     if args.output_dir:
         config.output_dir = Path(args.output_dir)
     if args.root:
@@ -217,6 +217,14 @@ def _add_train_parser(sub) -> None:
     p.set_defaults(func=_train)
 
 
+def _add_subset_arguments(p) -> None:
+    p.add_argument("--datasets", nargs="+", metavar="NAME",
+                   help="only these of the config's datasets (a staged run; "
+                   "results and studies are shared with the whole config)")
+    p.add_argument("--methods", nargs="+", metavar="NAME",
+                   help="only these of the config's methods or variants")
+
+
 def _add_sweep_parser(sub) -> None:
     p = sub.add_parser("sweep", help="run a resumable depth sweep",
                        description="Run every (dataset, method, depth, seed) "
@@ -229,6 +237,7 @@ def _add_sweep_parser(sub) -> None:
                    help="parallel processes (default 1)")
     p.add_argument("--output-dir", help="override the config's output_dir")
     p.add_argument("--root", help="override the dataset root")
+    _add_subset_arguments(p)
     p.add_argument("--backend", choices=["local", "ray"], default="local",
                    help="run the cells as processes on this machine "
                    "(default) or as Ray tasks (needs the ray extra)")
@@ -267,6 +276,7 @@ def _add_tune_parser(sub) -> None:
     p.add_argument("--jobs", type=int, default=1,
                    help="worker processes (one thread each) against the "
                    "storage (default 1)")
+    _add_subset_arguments(p)
     p.add_argument("--output-dir", help="override the config's output_dir")
     p.add_argument("--root", help="override the dataset root")
     p.add_argument("--quiet", action="store_true",

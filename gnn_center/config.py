@@ -43,7 +43,7 @@ of the file given to :func:`load_config`.
 """
 import json
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
@@ -118,6 +118,29 @@ class ExperimentConfig:
         if merged["data"].get("split_index") == "seed":
             merged["data"]["split_index"] = seed % NUM_GEOM_GCN_SPLITS
         return merged["data"], merged["model"], merged["train"]
+
+    def only(self, datasets: Optional[List[str]] = None,
+             methods: Optional[List[str]] = None) -> "ExperimentConfig":
+        r"""This config cut to some of its datasets and methods (None: all),
+        in the config's order. Names, options and tune studies are those of
+        the whole config, so the cut and the whole share their results."""
+        for what, chosen in (("datasets", datasets), ("methods", methods)):
+            unknown = [n for n in chosen or () if n not in getattr(self, what)]
+            if unknown:
+                raise ConfigError(
+                    f"{self.source}: {what}: {', '.join(unknown)} not in the "
+                    f"config; choose among {', '.join(getattr(self, what))}")
+        kept = [m for m in self.methods if methods is None or m in methods]
+        tune = dict(self.tune)
+        if isinstance(tune.get("method_space"), dict):
+            # The left-out methods' spaces go with them (a tune: section may
+            # search only the config's methods; other names stay, and fail).
+            tune["method_space"] = {
+                m: space for m, space in tune["method_space"].items()
+                if m in kept or m not in self.methods}
+        return replace(self, datasets=[d for d in self.datasets
+                                       if datasets is None or d in datasets],
+                       methods=kept, tune=tune)
 
     def cells(self) -> Iterator[Cell]:
         r"""Every run, ordered so that a partial sweep holds complete

@@ -314,3 +314,32 @@ def test_dataset_whose_package_is_missing_is_left_to_the_run(tmp_path,
     path = write(tmp_path, yaml.safe_dump(dict(BASE, datasets=["ogbn-arxiv"],
                                                data={"split": "official"})))
     assert load_config(path).datasets == ["ogbn-arxiv"]
+
+
+def test_only_cuts_cells_and_keeps_their_keys(tmp_path):
+    config = load_config(write(tmp_path, yaml.safe_dump(dict(
+        BASE, datasets=["csbm", "cora"], methods=["gcn", "centered", "v"],
+        variants={"v": {"method": "centered", "model": {"beta": 0.5}}}))))
+    whole = {c.key: c for c in config.cells()}
+    cut = list(config.only(datasets=["cora"], methods=["v", "gcn"]).cells())
+    # The config's order, not the order asked for.
+    assert [(c.dataset, c.method) for c in cut][:2] == [("cora", "gcn"),
+                                                       ("cora", "v")]
+    assert {c.key for c in cut} == {k for k, c in whole.items()
+                                    if c.dataset == "cora"
+                                    and c.method in ("gcn", "v")}
+    for cell in cut:
+        assert cell.model_options == whole[cell.key].model_options
+    assert config.only().datasets == config.datasets
+    assert config.datasets == ["csbm", "cora"]  # the original is unchanged
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(datasets=["photo"]), "datasets: photo not in the config; choose "
+                               "among csbm"),
+    (dict(methods=["gcnii", "gcn"]), "methods: gcnii not in the config"),
+])
+def test_only_rejects_names_outside_the_config(tmp_path, kwargs, message):
+    config = load_config(write(tmp_path, yaml.safe_dump(BASE)))
+    with pytest.raises(ConfigError, match=message):
+        config.only(**kwargs)

@@ -419,6 +419,42 @@ def test_two_workers_share_the_studies_without_repeating_a_trial(tmp_path):
     assert len(read_records(tmp_path / RESULTS_FILE)) == 2
 
 
+def test_staged_tune_shares_studies_and_records_with_the_whole(tmp_path):
+    raw = tiny(tmp_path / "out")
+    raw["methods"] = ["gcn", "centered"]
+    # A method left out of the part keeps its own space out of the way.
+    raw["tune"]["method_space"] = {"gcn": {
+        "hidden_channels": {"choice": [4, 8]}}}
+    path = tmp_path / "tiny.yaml"
+    import yaml
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["tune", str(path), "--methods", "centered", "--quiet"]) == 0
+    config = load_config(path)
+    gcn, centered = study_cells(config)
+    first = [t.datetime_start for t in trials_of(config, centered)]
+    assert len(first) == 2
+    records = read_records(tmp_path / "out" / RESULTS_FILE)
+    assert {r["method"] for r in records} == {"centered-tuned"}
+
+    assert main(["tune", str(path), "--quiet"]) == 0
+    # The staged study is the whole config's: continued, not run again.
+    assert [t.datetime_start for t in trials_of(config, centered)] == first
+    assert len(counted(trials_of(config, gcn))) == 2
+    again = read_records(tmp_path / "out" / RESULTS_FILE)
+    assert again[:len(records)] == records
+    assert sorted(r["method"] for r in again) == \
+        ["centered-tuned"] * 2 + ["gcn-tuned"] * 2
+
+
+def test_cli_rejects_a_method_outside_the_config(tmp_path, capsys):
+    path = tmp_path / "tiny.yaml"
+    import yaml
+    path.write_text(yaml.safe_dump(tiny(tmp_path / "out")))
+    assert main(["tune", str(path), "--methods", "gcnii"]) == 2
+    assert "methods: gcnii not in the config; choose among gcn" in \
+        capsys.readouterr().err
+
+
 def test_cli_documents_tune(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["tune", "--help"])

@@ -31,7 +31,6 @@ tens of GB).
 """
 import argparse
 import json
-import logging
 import platform
 import resource
 import statistics
@@ -119,43 +118,15 @@ def build(spec: dict, device: torch.device):
     return model, x, edge_index.to(device), y.to(device)
 
 
-class GraphBreakLog(logging.Handler):
-    """Collects dynamo's graph-break messages: explain's own list leaves out
-    breaks in frames dynamo falls back to eager for (the GCN layers, around
-    their sparse aggregation) and in the frames they call."""
-
-    logger = "torch._dynamo.symbolic_convert.__graph_breaks"
-
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-    def __enter__(self):
-        torch._logging.set_logs(graph_breaks=True)
-        logger = logging.getLogger(self.logger)
-        self._saved = (logger.handlers[:], logger.propagate)
-        logger.handlers, logger.propagate = [self], False
-        return self
-
-    def __exit__(self, *exc):
-        logger = logging.getLogger(self.logger)
-        logger.handlers, logger.propagate = self._saved
-        torch._logging.set_logs()
-
-
 def explain(model, x, edge_index) -> dict:
     """Graph breaks when dynamo traces the model's forward pass: all, and
     those inside the centering op (the rest sit in the graph preparation:
     self-loops, sparse adjacency, and around the sparse aggregation)."""
-    with GraphBreakLog() as log:
-        explanation = torch._dynamo.explain(model)(x, edge_index)
-    in_center = [m for m in log.messages
-                 if "nn/fused.py" in m or ", in center\n" in m]
+    from gnn_center.nn.compile_check import graph_breaks
+    breaks = graph_breaks(model, x, edge_index)
+    in_center = breaks.in_centering
     torch._dynamo.reset()
-    return dict(graph_breaks=explanation.graph_break_count,
+    return dict(graph_breaks=breaks.explanation.graph_break_count,
                 breaks_in_center=len(in_center),
                 center_break_reasons=[m[:300] for m in in_center])
 

@@ -1,6 +1,5 @@
 """The hand-written uniform and spectral corrections against the autograd
 form they replace: values, first and second derivatives."""
-import logging
 
 import pytest
 import torch
@@ -252,38 +251,6 @@ def test_layer_compiles_without_graph_breaks(kind, mode):
     torch.testing.assert_close(results[0], results[1])
 
 
-class _GraphBreakLog(logging.Handler):
-    """Collects dynamo's graph-break messages (explain's own list leaves out
-    breaks in frames it falls back to eager for, such as a layer that
-    aggregates with a sparse adjacency, and in the frames called from
-    them)."""
-
-    logger = "torch._dynamo.symbolic_convert.__graph_breaks"
-
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-    def __enter__(self):
-        torch._logging.set_logs(graph_breaks=True)
-        logger = logging.getLogger(self.logger)
-        self._saved = (logger.handlers[:], logger.propagate)
-        logger.handlers, logger.propagate = [self], False
-        return self
-
-    def __exit__(self, *exc):
-        logger = logging.getLogger(self.logger)
-        logger.handlers, logger.propagate = self._saved
-        torch._logging.set_logs()
-
-    def in_centering(self):
-        return [m for m in self.messages
-                if "nn/fused.py" in m or ", in center\n" in m]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["centered", "centered-uniform",
                                     "centered-spectral", "centered-gat"])
@@ -292,15 +259,14 @@ def test_deep_model_has_no_graph_break_in_centering(method):
     # adjacency) and around the sparse aggregation, never in the centering.
     from conftest import random_graph
     from gnn_center.nn import build_model
+    from gnn_center.nn.compile_check import graph_breaks
     torch._dynamo.reset()
     edge_index, _ = random_graph(20, 30)
     model = build_model(method, 6, 3, 3, hidden_channels=8)
-    with _GraphBreakLog() as log:
-        explanation = torch._dynamo.explain(model)(torch.randn(20, 6),
-                                                   edge_index)
-    assert log.messages  # the capture works: graph preparation breaks
-    assert not log.in_centering()
+    breaks = graph_breaks(model, torch.randn(20, 6), edge_index)
+    assert breaks.messages  # the capture works: graph preparation breaks
+    assert not breaks.in_centering
     # The centering op was traced, not skipped with its frame.
-    ops = {str(node.target) for graph in explanation.graphs
+    ops = {str(node.target) for graph in breaks.explanation.graphs
            for node in graph.graph.nodes}
     assert "autograd_function_apply" in ops or method == "centered-gat"

@@ -102,21 +102,22 @@ def _print_run(record, method: str, layers: int, seed: int) -> None:
 
 
 def _config_with_overrides(args):
-    r"""The config of ``sweep`` and ``tune``, with ``--datasets``,
-    ``--methods``, ``--output-dir`` and ``--root`` applied."""
-    config = load_config(args.config).only(args.datasets, args.methods)
+    r"""The config of ``sweep`` and ``tune`` with ``--output-dir`` and
+    ``--root`` applied, and the part of it that ``--datasets`` and
+    ``--methods`` choose."""
+    config = load_config(args.config)
     if args.output_dir:
         config.output_dir = Path(args.output_dir)
     if args.root:
         config.root = args.root
-    return config
+    return config, config.only(args.datasets, args.methods)
 
 
 def _sweep(args) -> int:
     from gnn_center.ray_backend import RayNotInstalledError
     from gnn_center.sweep import run_sweep
 
-    config = _config_with_overrides(args)
+    _, config = _config_with_overrides(args)
     total = len(list(config.cells()))
     print(f"{config.name}: {len(config.datasets)} dataset(s) x "
           f"{len(config.methods)} method(s) x {len(config.depths)} depth(s) "
@@ -145,9 +146,9 @@ def _sweep(args) -> int:
 def _tune(args) -> int:
     from gnn_center.tune import SUMMARY_FILE, tune
 
-    config = _config_with_overrides(args)
+    whole, config = _config_with_overrides(args)
     summary = tune(config, storage=args.storage, jobs=args.jobs,
-                   quiet=args.quiet)
+                   quiet=args.quiet, whole=whole)
     print((config.output_dir / SUMMARY_FILE).read_text())
     for path in summary.generated:
         print(f"selected settings: {path}")

@@ -49,7 +49,8 @@ from gnn_center.sweep import run_sweep
 from gnn_center.train import TrainOptions, fit
 from gnn_center.tune_options import TuneOptions, tune_options
 from gnn_center.tune_outputs import (StudyCell, StudyResult,
-                                     summary_markdown, write_generated)
+                                     summary_markdown, tuned_name,
+                                     write_generated)
 
 STORAGE_FILE = "optuna.db"
 SUMMARY_FILE = "tune.md"
@@ -338,11 +339,15 @@ class TuneSummary:
 
 def tune(config: ExperimentConfig, storage: Optional[str] = None,
          jobs: int = 1, quiet: bool = False,
-         heartbeat_s: int = HEARTBEAT_S) -> TuneSummary:
+         heartbeat_s: int = HEARTBEAT_S,
+         whole: Optional[ExperimentConfig] = None) -> TuneSummary:
     r"""Tunes every cell of ``config`` (continuing the studies already in
     ``storage``), writes the generated sweep configs and runs them over the
     final seeds. ``storage``: an Optuna RDB URL or a journal file; default
-    ``sqlite:///<output_dir>/optuna.db``."""
+    ``sqlite:///<output_dir>/optuna.db``. When ``config`` is part of a
+    larger config (``whole.only(...)``), ``tune.md`` and the generated
+    configs describe every study of ``whole``, so that running the parts in
+    turn leaves the same files as running the whole."""
     if jobs < 1:
         raise ValueError(f"jobs={jobs} must be at least 1")
     options = tune_options(config)
@@ -355,15 +360,27 @@ def tune(config: ExperimentConfig, storage: Optional[str] = None,
                      heartbeat_s, quiet)
     except KeyboardInterrupt:
         summary.interrupted = True
-    summary.studies = study_results(config, options,
-                                    open_storage(storage, heartbeat_s))
-    (out / SUMMARY_FILE).write_text(summary_markdown(config, options,
-                                                     summary.studies))
-    summary.generated = write_generated(config, options, summary.studies)
+    opened = open_storage(storage, heartbeat_s)
+    summary.studies = study_results(config, options, opened)
+    described, described_options, studies = config, options, summary.studies
+    if whole is not None:
+        described, described_options = whole, tune_options(whole)
+        studies = study_results(whole, described_options, opened)
+    (out / SUMMARY_FILE).write_text(summary_markdown(
+        described, described_options, studies))
+    summary.generated = write_generated(described, described_options,
+                                        studies)
     if summary.interrupted:
         return summary
+    chosen = {tuned_name(m) for m in config.methods}
     for path in summary.generated:
-        final = run_sweep(load_config(path), jobs=jobs, progress=not quiet)
+        final_config = load_config(path)
+        # Only this part's final runs (the files describe the whole).
+        kept = [m for m in final_config.methods if m in chosen]
+        if not kept or not set(final_config.datasets) & set(config.datasets):
+            continue
+        final = run_sweep(final_config.only(methods=kept), jobs=jobs,
+                          progress=not quiet)
         summary.final.append(final)
         summary.interrupted |= final.interrupted
         if final.interrupted:

@@ -436,6 +436,14 @@ def test_staged_tune_shares_studies_and_records_with_the_whole(tmp_path):
     records = read_records(tmp_path / "out" / RESULTS_FILE)
     assert {r["method"] for r in records} == {"centered-tuned"}
 
+    assert main(["tune", str(path), "--methods", "gcn", "--quiet"]) == 0
+    # The summary and the generated config describe every study of the
+    # config, not only the part just run.
+    summary = (tmp_path / "out" / "tune.md").read_text()
+    assert "| csbm | gcn |" in summary and "| csbm | centered |" in summary
+    generated = load_config(tmp_path / "out" / "tuned" / "csbm-L2.yaml")
+    assert generated.methods == ["gcn-tuned", "centered-tuned"]
+
     assert main(["tune", str(path), "--quiet"]) == 0
     # The staged study is the whole config's: continued, not run again.
     assert [t.datetime_start for t in trials_of(config, centered)] == first
@@ -444,6 +452,19 @@ def test_staged_tune_shares_studies_and_records_with_the_whole(tmp_path):
     assert again[:len(records)] == records
     assert sorted(r["method"] for r in again) == \
         ["centered-tuned"] * 2 + ["gcn-tuned"] * 2
+
+
+def test_staged_tune_runs_only_its_part_final_runs(tmp_path):
+    raw = tiny(tmp_path / "out")
+    raw["methods"] = ["gcn", "centered"]
+    path = tmp_path / "tiny.yaml"
+    import yaml
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["tune", str(path), "--methods", "centered", "--quiet"]) == 0
+    (tmp_path / "out" / RESULTS_FILE).unlink()  # centered's finals gone
+    assert main(["tune", str(path), "--methods", "gcn", "--quiet"]) == 0
+    records = read_records(tmp_path / "out" / RESULTS_FILE)
+    assert sorted(r["method"] for r in records) == ["gcn-tuned"] * 2
 
 
 def test_cli_rejects_a_method_outside_the_config(tmp_path, capsys):

@@ -351,6 +351,10 @@ def tune(config: ExperimentConfig, storage: Optional[str] = None,
     if jobs < 1:
         raise ValueError(f"jobs={jobs} must be at least 1")
     options = tune_options(config)
+    # A part's files describe the whole, whose section is checked here,
+    # before any trial runs.
+    described = config if whole is None else whole
+    described_options = options if whole is None else tune_options(whole)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(out / STORAGE_FILE).resolve()}"
@@ -360,12 +364,10 @@ def tune(config: ExperimentConfig, storage: Optional[str] = None,
                      heartbeat_s, quiet)
     except KeyboardInterrupt:
         summary.interrupted = True
-    opened = open_storage(storage, heartbeat_s)
-    summary.studies = study_results(config, options, opened)
-    described, described_options, studies = config, options, summary.studies
-    if whole is not None:
-        described, described_options = whole, tune_options(whole)
-        studies = study_results(whole, described_options, opened)
+    studies = study_results(described, described_options,
+                            open_storage(storage, heartbeat_s))
+    part = set(study_cells(config))
+    summary.studies = [r for r in studies if r.cell in part]
     (out / SUMMARY_FILE).write_text(summary_markdown(
         described, described_options, studies))
     summary.generated = write_generated(described, described_options,

@@ -467,6 +467,20 @@ def test_staged_tune_runs_only_its_part_final_runs(tmp_path):
     assert sorted(r["method"] for r in records) == ["gcn-tuned"] * 2
 
 
+def test_staged_tune_checks_the_whole_section_before_any_trial(tmp_path,
+                                                               capsys):
+    raw = tiny(tmp_path / "out")
+    raw["methods"] = ["gcn", "centered"]
+    raw["tune"]["method_space"] = {"gcn": {"dropout": {"float": [0.5, 0.1]}}}
+    path = tmp_path / "tiny.yaml"
+    import yaml
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["tune", str(path), "--methods", "centered", "--quiet"]) == 2
+    assert "tune.method_space.gcn.dropout: float: empty or inverted range" \
+        in capsys.readouterr().err
+    assert not (tmp_path / "out" / "optuna.db").exists()
+
+
 def test_cli_rejects_a_method_outside_the_config(tmp_path, capsys):
     path = tmp_path / "tiny.yaml"
     import yaml

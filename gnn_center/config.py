@@ -47,7 +47,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
-from gnn_center.config_files import ConfigError, coerce, read_config_file
+from gnn_center.config_files import (ConfigError, coerce, read_config_file,
+                                     reject_unknown_keys)
 from gnn_center.data import DATASETS, NUM_GEOM_GCN_SPLITS, DataOptions
 from gnn_center.nn.models import METHODS, ModelOptions, resolve_options
 from gnn_center.records import Cell
@@ -344,10 +345,7 @@ def config_from_dict(raw: Dict[str, Any], source: str = "<dict>",
     if "include" in raw:
         raise ConfigError(f"{where('include')}: only in a config file read "
                           f"by load_config (paths are relative to it)")
-    unknown = [k for k in raw if k not in TOP_LEVEL]
-    if unknown:
-        raise ConfigError(f"{where(unknown[0])}: unknown key; valid keys: "
-                          f"{', '.join(TOP_LEVEL)}")
+    reject_unknown_keys(raw, TOP_LEVEL, where)
     for key in ("datasets", "methods", "depths"):
         if key not in raw:
             raise ConfigError(f"{where(key)}: missing (required: datasets, "

@@ -29,6 +29,15 @@ class ConfigError(ValueError):
     key."""
 
 
+def reject_unknown_keys(raw: Dict[str, Any], valid, where) -> None:
+    r"""A :class:`ConfigError` at the first key of ``raw`` not in ``valid``;
+    ``where(key)`` names the file and the key."""
+    unknown = [k for k in raw if k not in valid]
+    if unknown:
+        raise ConfigError(f"{where(unknown[0])}: unknown key; valid keys: "
+                          f"{', '.join(valid)}")
+
+
 def read_config_file(path: Path) -> Tuple[Dict[str, Any], List[Path]]:
     r"""The top-level mapping of the YAML file ``path`` merged over the
     files it includes, and the files included (directly or not)."""

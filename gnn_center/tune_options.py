@@ -30,7 +30,8 @@ from typing import Any, Dict, List, Tuple
 import optuna
 
 from gnn_center.config import SECTION_TYPES, ExperimentConfig
-from gnn_center.config_files import ConfigError, coerce as _coerce
+from gnn_center.config_files import ConfigError, coerce as _coerce, \
+    reject_unknown_keys
 from gnn_center.nn.models import resolve_options
 from gnn_center.train import TrainOptions
 
@@ -223,10 +224,7 @@ def tune_options(config: ExperimentConfig) -> TuneOptions:
     if not raw:
         raise ConfigError(f"{source}: tune: missing; add a tune section "
                           f"with at least a search space")
-    unknown = [k for k in raw if k not in TUNE_KEYS]
-    if unknown:
-        raise ConfigError(f"{where(unknown[0])}: unknown key; valid keys: "
-                          f"{', '.join(TUNE_KEYS)}")
+    reject_unknown_keys(raw, TUNE_KEYS, where)
     trials = raw.get("trials", TuneOptions.trials)
     if not isinstance(trials, int) or isinstance(trials, bool) \
             or trials < 1:

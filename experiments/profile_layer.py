@@ -88,5 +88,6 @@ def main():
                                            -abs(kv[1][0]))[:args.top]:
             print(f"  {micros:+8.1f} us  {calls:+.0f} calls  {key}")
 
+
 if __name__ == "__main__":
     main()

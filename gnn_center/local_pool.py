@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gnn_center.gpus import use_one_gpu
-from gnn_center.interrupts import sigint_deferred, sigint_ignored
+from gnn_center.interrupts import interrupts_deferred, interrupts_ignored
 from gnn_center.records import UsageError
 
 # In a worker: where epoch_reporter sends epochs (see _init_worker).
@@ -140,7 +140,7 @@ def run_in_processes(run_cell: Callable, cells: List, store: Callable,
     def take(future) -> None:
         # Stored and marked together, so that neither a SIGINT here nor
         # the clean-up below can drop or repeat a finished run.
-        with sigint_deferred():
+        with interrupts_deferred():
             if future not in stored:
                 stored.add(future)
                 in_flight.end(futures[future].key)
@@ -162,7 +162,7 @@ def run_in_processes(run_cell: Callable, cells: List, store: Callable,
         # them), then keep every run that finished. A second SIGINT
         # (Ctrl-C twice, or `timeout` signalling the process and then its
         # group) must not cut this short.
-        with sigint_ignored():
+        with interrupts_ignored():
             try:
                 stop_workers(pool)
             finally:

@@ -19,7 +19,7 @@ import traceback
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from gnn_center.interrupts import sigint_ignored
+from gnn_center.interrupts import interrupts_ignored
 from gnn_center.records import Cell, ResultsNotSaved
 
 INSTALL = 'pip install -e ".[ray]"'
@@ -142,7 +142,7 @@ def run_cells(cells: Iterable[Cell], root: Optional[str],
                   options)
     finally:
         if connected_here:
-            with sigint_ignored():
+            with interrupts_ignored():
                 ray.shutdown()
 
 
@@ -172,7 +172,7 @@ def _dispatch(ray, cells: List[Cell], root: Optional[str],
                 store(_record(ray, ref, cell_of[ref]))
     except BaseException:
         # A second SIGINT must not cut the clean-up short.
-        with sigint_ignored():
+        with interrupts_ignored():
             _cancel_and_keep_finished(ray, pending, cell_of, store)
         raise
 

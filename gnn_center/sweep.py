@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from gnn_center import local_pool
 from gnn_center.config import ExperimentConfig
 from gnn_center.data import load_dataset
-from gnn_center.interrupts import sigint_deferred
+from gnn_center.interrupts import interrupts_deferred
 from gnn_center.records import (  # noqa: F401 - read_records: the API
     ERRORS_FILE, RESULTS_FILE, Cell, ResultsNotSaved, UsageError,
     append_or_keep, check_writable, lock_folder, read_records)
@@ -142,7 +142,7 @@ class Store:
         self.error: Optional[OSError] = None
 
     def __call__(self, record: Dict[str, Any]) -> None:
-        with sigint_deferred():
+        with interrupts_deferred():
             self._store(record)
         if self.kept:
             raise ResultsNotSaved(self.not_saved_message())

@@ -29,7 +29,9 @@ reproduces them (same cell keys).
 """
 import hashlib
 import json
+import logging
 import multiprocessing
+import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -44,6 +46,8 @@ from torch_geometric import seed_everything
 
 from gnn_center.config import ExperimentConfig, load_config
 from gnn_center.data import load_dataset
+from gnn_center.interrupts import (checkpoint, interrupts_ignored,
+                                  stop_at_checkpoints)
 from gnn_center.nn import build_model
 from gnn_center.sweep import run_sweep
 from gnn_center.train import TrainOptions, fit
@@ -161,6 +165,7 @@ class Objective:
             offset = index * train_options.max_epochs
 
             def report(epoch: int, val_acc: float) -> None:
+                checkpoint()
                 trial.report(val_acc, offset + epoch)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"epoch {epoch}: validation "
@@ -172,6 +177,7 @@ class Objective:
                               task.num_features, task.num_classes,
                               self.cell.depth, **model)
             result = fit(net, task, train_options, on_epoch=report)
+            checkpoint()
             # Validation only: the selection never reads test accuracy.
             val_acc = result.val_acc or 0.0
             trial.set_user_attr(f"val_acc_seed_{seed}", val_acc)
@@ -255,6 +261,7 @@ def _tune_studies(config, options, cells, storage_url: str, worker: int,
     pending, given_up = list(cells), []
     while pending:
         for cell in list(pending):
+            checkpoint()
             state = _advance_study(config, options, cell, storage, worker,
                                    log)
             if state is not False:
@@ -263,12 +270,44 @@ def _tune_studies(config, options, cells, storage_url: str, worker: int,
                 given_up.append(str(cell))
         if pending:  # other workers hold the last trials: wait for them
             time.sleep(min(heartbeat_s, 5))
+            checkpoint()
     return given_up
+
+
+class _InterruptWithoutTraceback(logging.Filter):
+    r"""Keeps Optuna's line on a trial failed by Ctrl-C or SIGTERM but
+    drops its traceback, which says nothing about the trial."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1],
+                                          KeyboardInterrupt):
+            record.exc_info = None
+        return True
 
 
 def _worker_main(*args) -> None:
     torch.set_num_threads(1)
-    _tune_studies(*args)
+    # A SIGINT or SIGTERM stops the worker at its next epoch, failing the
+    # running trial in the storage (Optuna does it on KeyboardInterrupt).
+    stop_at_checkpoints()
+    # The logger of Optuna's trial loop, which logs each failed trial.
+    logging.getLogger("optuna.study._optimize").addFilter(
+        _InterruptWithoutTraceback())
+    try:
+        _tune_studies(*args)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _stop_workers(workers) -> None:
+    for process in workers:
+        if process.is_alive():
+            process.terminate()
+    for process in workers:
+        process.join(timeout=30)
+        if process.is_alive():  # stuck: no trial to save any more
+            process.kill()
+            process.join()
 
 
 def _run_workers(config, options, cells, storage_url: str, jobs: int,
@@ -288,14 +327,12 @@ def _run_workers(config, options, cells, storage_url: str, jobs: int,
     try:
         for process in workers:
             process.join()
-    finally:
-        # After Ctrl-C (which reaches the workers too, each failing its
-        # running trial in the storage), make sure none is left behind.
-        for process in workers:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.terminate()
-                process.join()
+    except BaseException:
+        # Ctrl-C or SIGTERM, which may have reached this process alone:
+        # SIGTERM makes each worker fail its running trial and exit.
+        with interrupts_ignored():
+            _stop_workers(workers)
+        raise
     failed = [p.exitcode for p in workers if p.exitcode]
     if failed:
         raise RuntimeError(f"{len(failed)} tuning worker(s) failed (exit "

@@ -140,8 +140,12 @@ def test_parallel_jobs(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["process", "group"])
-def test_parallel_sweep_stops_at_once_on_sigint(tmp_path, target):
+@pytest.mark.parametrize("signum, target", [
+    (signal.SIGINT, "process"), (signal.SIGINT, "group"),
+    # `kill <pid>`, and what a batch scheduler (SLURM) sends every
+    # process of the job at its time limit.
+    (signal.SIGTERM, "process"), (signal.SIGTERM, "group")])
+def test_parallel_sweep_stops_at_once_on_signal(tmp_path, signum, target):
     # gcn finishes in seconds; "long" would train for many minutes.
     config = write_config(
         tmp_path, methods=["gcn", "long"], depths=[2], seeds=[0],
@@ -160,10 +164,10 @@ def test_parallel_sweep_stops_at_once_on_sigint(tmp_path, target):
     while time.time() < deadline and not (results.exists()
                                           and read_lines(results)):
         time.sleep(0.2)
-    if target == "group":  # Ctrl-C in a terminal
-        os.killpg(proc.pid, signal.SIGINT)
+    if target == "group":  # Ctrl-C in a terminal, or a scheduler
+        os.killpg(proc.pid, signum)
     else:  # `kill -INT <pid>`: the sweep alone, not its workers
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
     try:
         out, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from gnn_center import local_pool, records, sweep
 from gnn_center.config import config_from_dict
+from gnn_center.interrupts import sigterm_as_sigint
 from gnn_center.records import ERRORS_FILE, RESULTS_FILE, read_records
 
 SLOW_PID_FILE = "GNN_CENTER_TEST_SLOW_PID_FILE"
@@ -91,18 +92,18 @@ def two_cell_config(tmp_path):
         output_dir=str(tmp_path / "out")))
 
 
-def interrupt_in_store(monkeypatch, when):
-    r"""Sends SIGINT to this process from inside the store step, just
+def interrupt_in_store(monkeypatch, when, signum=signal.SIGINT):
+    r"""Sends ``signum`` to this process from inside the store step, just
     before or just after the record is written: the moments where an
     interrupt could drop a finished run or leave it uncounted."""
     write = sweep.append_or_keep
 
     def write_and_interrupt(path, record):
         if when == "before write":
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
         kept = write(path, record)
         if when == "after write":
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
         return kept
 
     monkeypatch.setattr(sweep, "append_or_keep", write_and_interrupt)
@@ -125,11 +126,22 @@ def test_interrupt_keeps_finished_runs_and_stops_runs_in_flight(
     assert "interrupted: re-run the same command to resume" in str(summary)
 
 
+@pytest.fixture
+def sigterm_interrupts():
+    r"""SIGTERM as the command sets it (sigterm_as_sigint), then as
+    before."""
+    previous = signal.getsignal(signal.SIGTERM)
+    sigterm_as_sigint()
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.parametrize("when", ["before write", "after write"])
-def test_interrupt_while_storing_in_one_process(tmp_path, monkeypatch,
-                                                when):
+def test_interrupt_while_storing_in_one_process(
+        tmp_path, monkeypatch, sigterm_interrupts, when, signum):
     monkeypatch.setattr(sweep, "run_cell", _quick_cell)
-    interrupt_in_store(monkeypatch, when)
+    interrupt_in_store(monkeypatch, when, signum)
     config = two_cell_config(tmp_path)
     summary = sweep.run_sweep(config, jobs=1, progress=False)
     assert summary.interrupted and summary.finished == 1

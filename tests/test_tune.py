@@ -1,8 +1,11 @@
 import copy
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -520,3 +523,52 @@ def test_shipped_tune_configs_search_every_method(path):
         # Every per-method range says where it comes from.
         block = text[text.index(f"    {method}:\n"):]
         assert block.splitlines()[1].strip().startswith("#")
+
+
+# Starts three processes; each trial would train for hours.
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["process", "group"])
+def test_sigterm_fails_the_running_trials_and_stops_at_once(tmp_path,
+                                                            target):
+    raw = tiny(tmp_path / "out")
+    raw["train"].update(max_epochs=10 ** 7, patience=10 ** 7)
+    path = tmp_path / "tune.yaml"
+    path.write_text(json.dumps(raw))  # JSON is YAML
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gnn_center.cli", "tune", str(path),
+         "--jobs", "2", "--quiet"], cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1])),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    storage = tmp_path / "out" / "optuna.db"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if _states(storage) == {"RUNNING": 2}:
+            break
+        time.sleep(0.5)
+    assert _states(storage) == {"RUNNING": 2}, f"exit status {proc.poll()}"
+    if target == "group":  # a batch scheduler at its time limit
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:  # `kill <pid>`: the command alone, not its workers
+        proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        pytest.fail("tune did not stop its workers")
+    assert proc.returncode == 130, err
+    assert "interrupted: rerun the same command to continue" in out
+    # Failed in the storage at once, not left for the heartbeat to find.
+    assert _states(storage) == {"FAIL": 2}, err
+
+
+def _states(storage: Path) -> dict:
+    r"""The trials' states, read without creating the storage's tables
+    (which the command under test does)."""
+    try:
+        with sqlite3.connect(f"file:{storage}?mode=ro", uri=True) as db:
+            return dict(db.execute(
+                "SELECT state, COUNT(*) FROM trials GROUP BY state"))
+    except sqlite3.OperationalError:  # no file or no table yet
+        return {}

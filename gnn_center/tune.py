@@ -30,8 +30,6 @@ reproduces them (same cell keys).
 import hashlib
 import json
 import logging
-import multiprocessing
-import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -40,14 +38,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import optuna
-import torch
 from optuna.trial import TrialState
 from torch_geometric import seed_everything
 
 from gnn_center.config import ExperimentConfig, load_config
 from gnn_center.data import load_dataset
-from gnn_center.interrupts import (checkpoint, interrupts_ignored,
-                                  stop_at_checkpoints)
+from gnn_center.interrupts import checkpoint
 from gnn_center.nn import build_model
 from gnn_center.sweep import run_sweep
 from gnn_center.train import TrainOptions, fit
@@ -55,6 +51,7 @@ from gnn_center.tune_options import TuneOptions, tune_options
 from gnn_center.tune_outputs import (StudyCell, StudyResult,
                                      summary_markdown, tuned_name,
                                      write_generated)
+from gnn_center.worker_processes import run_worker_processes
 
 STORAGE_FILE = "optuna.db"
 SUMMARY_FILE = "tune.md"
@@ -251,11 +248,28 @@ def _log_trial(cell: StudyCell, log):
     return callback
 
 
+class _InterruptWithoutTraceback(logging.Filter):
+    r"""Keeps Optuna's line on a trial failed by Ctrl-C or SIGTERM but
+    drops its traceback, which says nothing about the trial."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1],
+                                          KeyboardInterrupt):
+            record.exc_info = None
+        return True
+
+
+_INTERRUPT_WITHOUT_TRACEBACK = _InterruptWithoutTraceback()
+
+
 def _tune_studies(config, options, cells, storage_url: str, worker: int,
                   heartbeat_s: int, quiet: bool) -> List[str]:
     r"""A worker: advances every study until each is complete or given
     up; returns the cells given up."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # The logger of Optuna's trial loop, which logs each failed trial.
+    logging.getLogger("optuna.study._optimize").addFilter(
+        _INTERRUPT_WITHOUT_TRACEBACK)
     log = (lambda text: None) if quiet else print  # noqa: E731
     storage = open_storage(storage_url, heartbeat_s)
     pending, given_up = list(cells), []
@@ -274,42 +288,6 @@ def _tune_studies(config, options, cells, storage_url: str, worker: int,
     return given_up
 
 
-class _InterruptWithoutTraceback(logging.Filter):
-    r"""Keeps Optuna's line on a trial failed by Ctrl-C or SIGTERM but
-    drops its traceback, which says nothing about the trial."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1],
-                                          KeyboardInterrupt):
-            record.exc_info = None
-        return True
-
-
-def _worker_main(*args) -> None:
-    torch.set_num_threads(1)
-    # A SIGINT or SIGTERM stops the worker at its next epoch, failing the
-    # running trial in the storage (Optuna does it on KeyboardInterrupt).
-    stop_at_checkpoints()
-    # The logger of Optuna's trial loop, which logs each failed trial.
-    logging.getLogger("optuna.study._optimize").addFilter(
-        _InterruptWithoutTraceback())
-    try:
-        _tune_studies(*args)
-    except KeyboardInterrupt:
-        sys.exit(130)
-
-
-def _stop_workers(workers) -> None:
-    for process in workers:
-        if process.is_alive():
-            process.terminate()
-    for process in workers:
-        process.join(timeout=30)
-        if process.is_alive():  # stuck: no trial to save any more
-            process.kill()
-            process.join()
-
-
 def _run_workers(config, options, cells, storage_url: str, jobs: int,
                  heartbeat_s: int, quiet: bool) -> None:
     if jobs == 1:
@@ -318,22 +296,12 @@ def _run_workers(config, options, cells, storage_url: str, jobs: int,
         return
     # Create the storage's tables once, before the workers race to.
     open_storage(storage_url, heartbeat_s)
-    context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_worker_main, args=(
-        config, options, cells, storage_url, worker, heartbeat_s, quiet))
-        for worker in range(jobs)]
-    for process in workers:
-        process.start()
-    try:
-        for process in workers:
-            process.join()
-    except BaseException:
-        # Ctrl-C or SIGTERM, which may have reached this process alone:
-        # SIGTERM makes each worker fail its running trial and exit.
-        with interrupts_ignored():
-            _stop_workers(workers)
-        raise
-    failed = [p.exitcode for p in workers if p.exitcode]
+    # On Ctrl-C or SIGTERM each worker stops at its next epoch, and Optuna
+    # marks its running trial failed.
+    codes = run_worker_processes(_tune_studies, [
+        (config, options, cells, storage_url, worker, heartbeat_s, quiet)
+        for worker in range(jobs)])
+    failed = [code for code in codes if code]
     if failed:
         raise RuntimeError(f"{len(failed)} tuning worker(s) failed (exit "
                            f"codes {failed}); the finished trials are in "

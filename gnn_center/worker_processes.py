@@ -1,0 +1,60 @@
+r"""Worker processes that stop cleanly on Ctrl-C or SIGTERM.
+
+:func:`run_worker_processes` runs a function in several spawned processes
+and waits for them. A worker stops at its next
+:func:`~gnn_center.interrupts.checkpoint` after a SIGINT or SIGTERM (not at
+an arbitrary point, which could cut a storage write in half), raising
+:class:`KeyboardInterrupt` there so that the code it runs can clean up.
+When the parent is interrupted, it signals every worker at once (the
+signal may have reached the parent alone, as with ``kill <pid>``).
+"""
+import multiprocessing
+import sys
+from typing import Callable, List, Sequence
+
+import torch
+
+from gnn_center.interrupts import interrupts_ignored, stop_at_checkpoints
+
+STOP_GRACE_S = 30  # how long a signalled worker may take to clean up
+
+
+def _worker_main(target: Callable, args: tuple) -> None:
+    torch.set_num_threads(1)
+    stop_at_checkpoints()
+    try:
+        target(*args)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _stop(workers) -> None:
+    for process in workers:
+        if process.is_alive():
+            process.terminate()  # SIGTERM: stop at the next checkpoint
+    for process in workers:
+        process.join(timeout=STOP_GRACE_S)
+        if process.is_alive():  # stuck: nothing to save any more
+            process.kill()
+            process.join()
+
+
+def run_worker_processes(target: Callable,
+                         worker_args: Sequence[tuple]) -> List[int]:
+    r"""Runs ``target(*args)`` for each ``args`` of ``worker_args``, each in
+    a spawned process with one torch thread, and returns their exit
+    statuses (130: stopped by a signal). ``target`` must be importable by
+    name, as spawning requires."""
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_worker_main, args=(target, args))
+               for args in worker_args]
+    for process in workers:
+        process.start()
+    try:
+        for process in workers:
+            process.join()
+    except BaseException:
+        with interrupts_ignored():  # a second signal must not cut this
+            _stop(workers)
+        raise
+    return [process.exitcode for process in workers]

@@ -2,8 +2,10 @@ r"""Ctrl-C and SIGTERM around the steps that must not be cut in half.
 
 :func:`sigterm_as_sigint` makes SIGTERM (``kill <pid>``, or a batch
 scheduler at its time limit) stop a command the way Ctrl-C does, raising
-:class:`KeyboardInterrupt`; in a worker process, :func:`stop_at_checkpoints`
-defers both to the worker's next :func:`checkpoint`.
+:class:`KeyboardInterrupt` (:func:`sigterm_kept` keeps that handler
+across calls that replace it); in a worker process,
+:func:`stop_at_checkpoints` defers both to the worker's next
+:func:`checkpoint`.
 :func:`interrupts_deferred` holds both back while a record is written and
 counted; :func:`interrupts_ignored` keeps a second signal from cutting a
 clean-up short. All act only in the main thread, the one Python lets set
@@ -36,6 +38,21 @@ def sigterm_as_sigint() -> None:
     killing the process at once."""
     if _in_main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
+
+
+@contextmanager
+def sigterm_kept():
+    r"""Restores the SIGTERM handler after the block (in the main thread),
+    for calls that replace it (``ray.init`` does)."""
+    if not _in_main_thread():
+        yield
+        return
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if handler is not None:  # None: not set from Python
+            signal.signal(signal.SIGTERM, handler)
 
 
 def _request_stop(signum, frame) -> None:

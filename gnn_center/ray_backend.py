@@ -19,7 +19,7 @@ import traceback
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from gnn_center.interrupts import interrupts_ignored
+from gnn_center.interrupts import interrupts_ignored, sigterm_kept
 from gnn_center.records import Cell, ResultsNotSaved
 
 INSTALL = 'pip install -e ".[ray]"'
@@ -115,12 +115,15 @@ def _connect(ray, address: Optional[str]) -> bool:
     r"""Connects to Ray; True if this call did (and so must disconnect)."""
     if ray.is_initialized():
         return False
-    if address is None:
-        # A new instance for this sweep ("local": not one that `ray start`
-        # left on this machine), without a dashboard.
-        ray.init(address="local", include_dashboard=False)
-    else:
-        ray.init(address=address)
+    # ray.init sets a SIGTERM handler that exits at once; the command's
+    # own keeps finished work, as Ctrl-C does.
+    with sigterm_kept():
+        if address is None:
+            # A new instance for this sweep ("local": not one that `ray
+            # start` left on this machine), without a dashboard.
+            ray.init(address="local", include_dashboard=False)
+        else:
+            ray.init(address=address)
     return True
 
 

@@ -18,8 +18,9 @@ import pytest
 import torch
 import yaml
 
-from gnn_center import gpus, sweep
+from gnn_center import gpus, ray_backend, sweep
 from gnn_center.config import config_from_dict
+from gnn_center.interrupts import sigterm_as_sigint
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -360,3 +361,26 @@ def test_two_node_cluster_records_equal_the_local_backend(
     assert (summary.finished, summary.errors) == (4, 0)
     assert len(list(sync_dir.glob("node-*"))) == 2
     _assert_same_records(summary.results_path, local.results_path)
+
+
+def test_connecting_keeps_the_commands_sigterm_handler():
+    # ray.init replaces the driver's SIGTERM handler with sys.exit (its
+    # documented behaviour); the sweep's own handler, which stops it as
+    # Ctrl-C does, must survive connecting.
+    class FakeRay:
+        @staticmethod
+        def is_initialized():
+            return False
+
+        @staticmethod
+        def init(**kwargs):
+            signal.signal(signal.SIGTERM, lambda *a: sys.exit(15))
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        sigterm_as_sigint()
+        ours = signal.getsignal(signal.SIGTERM)
+        assert ray_backend._connect(FakeRay, None) is True
+        assert signal.getsignal(signal.SIGTERM) is ours
+    finally:
+        signal.signal(signal.SIGTERM, previous)

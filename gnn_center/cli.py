@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from gnn_center.config import SEED_LIMIT, ConfigError, load_config
-from gnn_center.interrupts import sigterm_as_sigint
+from gnn_center.interrupts import interrupt_once
 from gnn_center.records import UsageError, append_record
 
 EPILOG = "Datasets: set GNN_CENTER_DATA or --root to a folder in PyG's layout."
@@ -326,11 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    # `kill <pid>` or a scheduler's time limit keeps finished work as
-    # Ctrl-C does.
-    sigterm_as_sigint()
     try:
-        code = args.func(args)
+        # `kill <pid>` or a scheduler's time limit keeps finished work as
+        # Ctrl-C does; a second signal cannot cut the clean-up short.
+        with interrupt_once():
+            code = args.func(args)
         sys.stdout.flush()  # here, so that a closed pipe is caught below
         return code
     except (ConfigError, UsageError, ValueError, FileNotFoundError) as err:

@@ -1,96 +1,125 @@
 r"""Ctrl-C and SIGTERM around the steps that must not be cut in half.
 
-:func:`sigterm_as_sigint` makes SIGTERM (``kill <pid>``, or a batch
-scheduler at its time limit) stop a command the way Ctrl-C does, raising
-:class:`KeyboardInterrupt` (:func:`sigterm_kept` keeps that handler
-across calls that replace it); in a worker process,
-:func:`stop_at_checkpoints` defers both to the worker's next
-:func:`checkpoint`.
+:func:`interrupt_once` makes SIGINT and SIGTERM (``kill <pid>``, or a batch
+scheduler at its time limit) stop a command with one
+:class:`KeyboardInterrupt` and ignores any later one, so that a second
+signal (Ctrl-C twice, ``timeout`` signalling the process and then its
+group) cannot cut the clean-up short. :func:`stopping_at_checkpoints`
+instead defers both to the next :func:`checkpoint`, for code that an
+interrupt must not reach inside a storage write. :func:`sigterm_kept`
+keeps the SIGTERM handler across calls that replace it.
 :func:`interrupts_deferred` holds both back while a record is written and
-counted; :func:`interrupts_ignored` keeps a second signal from cutting a
-clean-up short. All act only in the main thread, the one Python lets set
-signal handlers.
+counted; :func:`interrupts_ignored` ignores them during a clean-up. All
+act only in the main thread, the one Python lets set signal handlers.
 """
 import signal
 import threading
 from contextlib import contextmanager
-from typing import List
+from typing import Dict, List
 
 _HELD: List[int] = []  # the signals interrupts_deferred holds back
-_STOP_REQUESTED = threading.Event()  # see stop_at_checkpoints
+_STOP_REQUESTED = threading.Event()  # see stopping_at_checkpoints
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _hold(signum, frame) -> None:
     _HELD.append(signum)
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def sigterm_as_sigint() -> None:
-    r"""From now on SIGTERM raises :class:`KeyboardInterrupt` (in the main
-    thread), so that it keeps finished work as Ctrl-C does instead of
-    killing the process at once."""
-    if _in_main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)
-
-
-@contextmanager
-def sigterm_kept():
-    r"""Restores the SIGTERM handler after the block (in the main thread),
-    for calls that replace it (``ray.init`` does)."""
-    if not _in_main_thread():
-        yield
-        return
-    handler = signal.getsignal(signal.SIGTERM)
-    try:
-        yield
-    finally:
-        if handler is not None:  # None: not set from Python
-            signal.signal(signal.SIGTERM, handler)
+def _interrupt_once(signum, frame) -> None:
+    for stopping in _SIGNALS:
+        signal.signal(stopping, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def _request_stop(signum, frame) -> None:
     _STOP_REQUESTED.set()
 
 
-def stop_at_checkpoints() -> None:
-    r"""For a worker process: SIGINT and SIGTERM only ask it to stop, and
+@contextmanager
+def _handlers(handler, signums):
+    r"""``handler`` for ``signums`` in the block, then the previous ones."""
+    previous: Dict[int, object] = {}
+    try:
+        for signum in signums:
+            previous[signum] = signal.signal(signum, handler)
+        yield
+    finally:
+        for signum, old in previous.items():
+            if old is not None:  # None: a handler not set from Python
+                signal.signal(signum, old)
+
+
+def _listened() -> List[int]:
+    # A shell starts background jobs with SIGINT ignored; keep it so.
+    return [signum for signum in _SIGNALS
+            if signal.getsignal(signum) is not signal.SIG_IGN]
+
+
+@contextmanager
+def interrupt_once():
+    r"""In the block, the first SIGINT or SIGTERM raises
+    :class:`KeyboardInterrupt` and later ones are ignored (a SIGINT that
+    was ignored stays so); the previous handlers come back after it."""
+    if not _in_main_thread():
+        yield
+        return
+    with _handlers(_interrupt_once, _listened()):
+        yield
+
+
+@contextmanager
+def stopping_at_checkpoints():
+    r"""In the block, SIGINT and SIGTERM only ask to stop, and
     :func:`checkpoint` raises :class:`KeyboardInterrupt` at the next safe
     point. Raised at any point, the interrupt could cut a write to a
-    storage (or a lock held around one) in half and leave the worker
-    stuck."""
-    if _in_main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, _request_stop)
+    storage (or a lock held around one) in half."""
+    if not _in_main_thread():
+        yield
+        return
+    _STOP_REQUESTED.clear()
+    with _handlers(_request_stop, _listened()):
+        yield
+    _STOP_REQUESTED.clear()
 
 
 def checkpoint() -> None:
-    r"""Raises :class:`KeyboardInterrupt` if a signal asked this process to
-    stop (see :func:`stop_at_checkpoints`)."""
+    r"""Raises :class:`KeyboardInterrupt` if a signal asked to stop (see
+    :func:`stopping_at_checkpoints`)."""
     if _STOP_REQUESTED.is_set():
         raise KeyboardInterrupt
 
 
+@contextmanager
+def sigterm_kept():
+    r"""Restores the SIGTERM handler after the block (in the main thread),
+    for calls that replace it (``ray.init`` does)."""
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if handler is not None and _in_main_thread():
+            signal.signal(signal.SIGTERM, handler)
+
+
 def _active_signals() -> List[int]:
     r"""The signals that would interrupt now: SIGINT unless it is ignored
-    or held, and SIGTERM where :func:`sigterm_as_sigint` set it."""
+    or held, and SIGTERM where a handler of this module raises."""
     active = []
     if signal.getsignal(signal.SIGINT) not in (_hold, signal.SIG_IGN, None):
         active.append(signal.SIGINT)
-    if signal.getsignal(signal.SIGTERM) is _interrupt:
+    if signal.getsignal(signal.SIGTERM) is _interrupt_once:
         active.append(signal.SIGTERM)
     return active
 
 
 @contextmanager
 def interrupts_deferred():
-    r"""Holds SIGINT (and a SIGTERM that :func:`sigterm_as_sigint` turned
+    r"""Holds SIGINT (and a SIGTERM that :func:`interrupt_once` turned
     into an interrupt) back until the block ends, so that a record is
     written and counted, or neither; then delivers it. Inside another such
     block, or outside the main thread, it does nothing."""
@@ -99,12 +128,8 @@ def interrupts_deferred():
         yield
         return
     _HELD.clear()
-    handlers = {signum: signal.signal(signum, _hold) for signum in active}
-    try:
+    with _handlers(_hold, active):
         yield
-    finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
     if _HELD:
         signal.raise_signal(_HELD[0])
 
@@ -116,10 +141,5 @@ def interrupts_ignored():
     if not _in_main_thread():
         yield
         return
-    handlers = {signum: signal.signal(signum, signal.SIG_IGN)
-                for signum in _active_signals()}
-    try:
+    with _handlers(signal.SIG_IGN, _active_signals()):
         yield
-    finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)

@@ -43,7 +43,7 @@ from torch_geometric import seed_everything
 
 from gnn_center.config import ExperimentConfig, load_config
 from gnn_center.data import load_dataset
-from gnn_center.interrupts import checkpoint
+from gnn_center.interrupts import checkpoint, stopping_at_checkpoints
 from gnn_center.nn import build_model
 from gnn_center.sweep import run_sweep
 from gnn_center.train import TrainOptions, fit
@@ -162,7 +162,7 @@ class Objective:
             offset = index * train_options.max_epochs
 
             def report(epoch: int, val_acc: float) -> None:
-                checkpoint()
+                _stop_if_asked(trial)
                 trial.report(val_acc, offset + epoch)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"epoch {epoch}: validation "
@@ -174,13 +174,24 @@ class Objective:
                               task.num_features, task.num_classes,
                               self.cell.depth, **model)
             result = fit(net, task, train_options, on_epoch=report)
-            checkpoint()
+            _stop_if_asked(trial)
             # Validation only: the selection never reads test accuracy.
             val_acc = result.val_acc or 0.0
             trial.set_user_attr(f"val_acc_seed_{seed}", val_acc)
             trial.set_user_attr(f"status_seed_{seed}", result.status)
             scores.append(val_acc)
         return sum(scores) / len(scores)
+
+
+def _stop_if_asked(trial: optuna.Trial) -> None:
+    r"""Stops the trial if a signal asked to; Optuna then marks it failed,
+    and the mark keeps it out of the count of failures that makes a study
+    give up (repeated time limits are no fault of the settings)."""
+    try:
+        checkpoint()
+    except KeyboardInterrupt:
+        trial.set_user_attr("interrupted", True)
+        raise
 
 
 def _sampler(options: TuneOptions, name: str, trial_count: int,
@@ -195,9 +206,12 @@ def _sampler(options: TuneOptions, name: str, trial_count: int,
 
 
 def _counts(study: optuna.Study) -> Dict[str, int]:
+    r"""Trials by state, leaving out the surplus ones and those stopped by
+    a signal (failed by Optuna, and run again)."""
     counts = {state.name: 0 for state in TrialState}
     for trial in study.get_trials(deepcopy=False):
-        if not trial.user_attrs.get("surplus"):
+        if not (trial.user_attrs.get("surplus")
+                or trial.user_attrs.get("interrupted")):
             counts[trial.state.name] += 1
     counts["done"] = counts["COMPLETE"] + counts["PRUNED"]
     return counts
@@ -291,8 +305,11 @@ def _tune_studies(config, options, cells, storage_url: str, worker: int,
 def _run_workers(config, options, cells, storage_url: str, jobs: int,
                  heartbeat_s: int, quiet: bool) -> None:
     if jobs == 1:
-        _tune_studies(config, options, cells, storage_url, 0, heartbeat_s,
-                      quiet)
+        # As in a worker process: Ctrl-C or SIGTERM stops at the next
+        # epoch, never inside a write to the storage.
+        with stopping_at_checkpoints():
+            _tune_studies(config, options, cells, storage_url, 0,
+                          heartbeat_s, quiet)
         return
     # Create the storage's tables once, before the workers race to.
     open_storage(storage_url, heartbeat_s)

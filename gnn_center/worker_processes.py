@@ -10,30 +10,34 @@ signal may have reached the parent alone, as with ``kill <pid>``).
 """
 import multiprocessing
 import sys
+import time
 from typing import Callable, List, Sequence
 
 import torch
 
-from gnn_center.interrupts import interrupts_ignored, stop_at_checkpoints
+from gnn_center.interrupts import (interrupts_ignored,
+                                  stopping_at_checkpoints)
 
-STOP_GRACE_S = 30  # how long a signalled worker may take to clean up
+STOP_GRACE_S = 30  # how long signalled workers may take to clean up
 
 
 def _worker_main(target: Callable, args: tuple) -> None:
     torch.set_num_threads(1)
-    stop_at_checkpoints()
     try:
-        target(*args)
+        with stopping_at_checkpoints():
+            target(*args)
     except KeyboardInterrupt:
         sys.exit(130)
 
 
 def _stop(workers) -> None:
-    for process in workers:
+    started = [process for process in workers if process.pid is not None]
+    for process in started:
         if process.is_alive():
             process.terminate()  # SIGTERM: stop at the next checkpoint
-    for process in workers:
-        process.join(timeout=STOP_GRACE_S)
+    deadline = time.monotonic() + STOP_GRACE_S  # for all, not each
+    for process in started:
+        process.join(timeout=max(0.0, deadline - time.monotonic()))
         if process.is_alive():  # stuck: nothing to save any more
             process.kill()
             process.join()
@@ -48,9 +52,9 @@ def run_worker_processes(target: Callable,
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_worker_main, args=(target, args))
                for args in worker_args]
-    for process in workers:
-        process.start()
     try:
+        for process in workers:
+            process.start()
         for process in workers:
             process.join()
     except BaseException:

@@ -20,7 +20,7 @@ import yaml
 
 from gnn_center import gpus, ray_backend, sweep
 from gnn_center.config import config_from_dict
-from gnn_center.interrupts import sigterm_as_sigint
+from gnn_center.interrupts import interrupt_once
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -376,11 +376,7 @@ def test_connecting_keeps_the_commands_sigterm_handler():
         def init(**kwargs):
             signal.signal(signal.SIGTERM, lambda *a: sys.exit(15))
 
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        sigterm_as_sigint()
+    with interrupt_once():
         ours = signal.getsignal(signal.SIGTERM)
         assert ray_backend._connect(FakeRay, None) is True
         assert signal.getsignal(signal.SIGTERM) is ours
-    finally:
-        signal.signal(signal.SIGTERM, previous)

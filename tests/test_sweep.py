@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from gnn_center import local_pool, records, sweep
 from gnn_center.config import config_from_dict
-from gnn_center.interrupts import sigterm_as_sigint
+from gnn_center.interrupts import interrupt_once
 from gnn_center.records import ERRORS_FILE, RESULTS_FILE, read_records
 
 SLOW_PID_FILE = "GNN_CENTER_TEST_SLOW_PID_FILE"
@@ -128,12 +128,9 @@ def test_interrupt_keeps_finished_runs_and_stops_runs_in_flight(
 
 @pytest.fixture
 def sigterm_interrupts():
-    r"""SIGTERM as the command sets it (sigterm_as_sigint), then as
-    before."""
-    previous = signal.getsignal(signal.SIGTERM)
-    sigterm_as_sigint()
-    yield
-    signal.signal(signal.SIGTERM, previous)
+    r"""SIGINT and SIGTERM as the command sets them, then as before."""
+    with interrupt_once():
+        yield
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

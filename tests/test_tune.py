@@ -290,6 +290,41 @@ def test_ctrl_c_keeps_finished_trials_and_rerun_continues(tmp_path,
     assert len(read_records(tmp_path / RESULTS_FILE)) == 2
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_a_trial_at_its_next_epoch_as_no_failure(
+        tmp_path, monkeypatch, signum):
+    calls = []
+
+    def signalled_fit(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the signal comes in the middle of an epoch
+            report = kwargs["on_epoch"]
+
+            def signal_then_report(epoch, val_acc):
+                if epoch == 3:
+                    os.kill(os.getpid(), signum)
+                report(epoch, val_acc)
+            kwargs["on_epoch"] = signal_then_report
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(tune_module, "fit", signalled_fit)
+    config = config_from_dict(tiny(tmp_path, trials=4))
+    summary = tune(config, quiet=True)
+    assert summary.interrupted and not summary.final
+    trials = trials_of(config)
+    assert [t.state for t in trials] == [TrialState.COMPLETE,
+                                         TrialState.FAIL]
+    # Stopped where it checked, before reporting the signalled epoch.
+    assert sorted(trials[1].intermediate_values) == [0, 1, 2]
+    assert trials[1].user_attrs["interrupted"] is True
+    assert summary.studies[0].counts["FAIL"] == 0  # not the settings' fault
+    # The handlers are as they were, and no stop request lingers.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    monkeypatch.setattr(tune_module, "fit", fit)
+    assert not tune(config, quiet=True).interrupted
+
+
 # The test plays the other worker with study.ask, which Optuna notes.
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_a_trial_beyond_the_count_runs_nothing_and_waits(tmp_path,
@@ -561,6 +596,7 @@ def test_sigterm_fails_the_running_trials_and_stops_at_once(tmp_path,
     assert "interrupted: rerun the same command to continue" in out
     # Failed in the storage at once, not left for the heartbeat to find.
     assert _states(storage) == {"FAIL": 2}, err
+    assert "Traceback" not in err, err  # an interrupt is no error
 
 
 def _states(storage: Path) -> dict:

@@ -309,6 +309,7 @@ def test_a_signal_stops_a_trial_at_its_next_epoch_as_no_failure(
 
     monkeypatch.setattr(tune_module, "fit", signalled_fit)
     config = config_from_dict(tiny(tmp_path, trials=4))
+    before = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
     summary = tune(config, quiet=True)
     assert summary.interrupted and not summary.final
     trials = trials_of(config)
@@ -319,8 +320,8 @@ def test_a_signal_stops_a_trial_at_its_next_epoch_as_no_failure(
     assert trials[1].user_attrs["interrupted"] is True
     assert summary.studies[0].counts["FAIL"] == 0  # not the settings' fault
     # The handlers are as they were, and no stop request lingers.
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert [signal.getsignal(s)
+            for s in (signal.SIGINT, signal.SIGTERM)] == before
     monkeypatch.setattr(tune_module, "fit", fit)
     assert not tune(config, quiet=True).interrupted
 

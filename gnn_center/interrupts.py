@@ -106,6 +106,24 @@ def sigterm_kept():
             signal.signal(signal.SIGTERM, handler)
 
 
+@contextmanager
+def sigint_blocked():
+    r"""Blocks SIGINT in this thread for the block. Processes started in it
+    inherit the mask, so a Ctrl-C to the process group cannot interrupt
+    their start-up (they unblock it when they are ready, if they listen);
+    a SIGINT meant for this process waits until the block ends."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def unblock_sigint() -> None:
+    r"""Ends the block a process inherited from :func:`sigint_blocked`."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def _active_signals() -> List[int]:
     r"""The signals that would interrupt now: SIGINT unless it is ignored
     or held, and SIGTERM where a handler of this module raises."""

@@ -20,7 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from gnn_center.gpus import use_one_gpu
-from gnn_center.interrupts import interrupts_deferred, interrupts_ignored
+from gnn_center.interrupts import (interrupts_deferred, interrupts_ignored,
+                                  sigint_blocked)
 from gnn_center.records import UsageError
 
 # In a worker: where epoch_reporter sends epochs (see _init_worker).
@@ -147,8 +148,10 @@ def run_in_processes(run_cell: Callable, cells: List, store: Callable,
                 store(future.result())
 
     try:
-        futures = {pool.submit(run_cell, cell, root, layer_metrics): cell
-                   for cell in cells}
+        # The workers start here (they ignore SIGINT once started).
+        with sigint_blocked():
+            futures = {pool.submit(run_cell, cell, root, layer_metrics):
+                       cell for cell in cells}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=0.5,

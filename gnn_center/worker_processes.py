@@ -15,8 +15,8 @@ from typing import Callable, List, Sequence
 
 import torch
 
-from gnn_center.interrupts import (interrupts_ignored,
-                                  stopping_at_checkpoints)
+from gnn_center.interrupts import (interrupts_ignored, sigint_blocked,
+                                  stopping_at_checkpoints, unblock_sigint)
 
 STOP_GRACE_S = 30  # how long signalled workers may take to clean up
 
@@ -25,6 +25,7 @@ def _worker_main(target: Callable, args: tuple) -> None:
     torch.set_num_threads(1)
     try:
         with stopping_at_checkpoints():
+            unblock_sigint()  # blocked while this process started
             target(*args)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -53,8 +54,9 @@ def run_worker_processes(target: Callable,
     workers = [context.Process(target=_worker_main, args=(target, args))
                for args in worker_args]
     try:
-        for process in workers:
-            process.start()
+        with sigint_blocked():  # no Ctrl-C in a worker's start-up
+            for process in workers:
+                process.start()
         for process in workers:
             process.join()
     except BaseException:

@@ -1,11 +1,14 @@
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
 from gnn_center.interrupts import (checkpoint, interrupt_once,
                                    interrupts_deferred, interrupts_ignored,
-                                   sigterm_kept, stopping_at_checkpoints)
+                                   sigint_blocked, sigterm_kept,
+                                   stopping_at_checkpoints)
 
 BOTH = (signal.SIGINT, signal.SIGTERM)
 
@@ -78,3 +81,19 @@ def test_sigterm_kept_across_a_replacement():
         with sigterm_kept():
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
         assert signal.getsignal(signal.SIGTERM) is ours
+
+
+def _blocked_here() -> bool:
+    return signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+
+
+def test_a_process_started_with_sigint_blocked_inherits_the_block():
+    probe = ("import signal; print(signal.SIGINT in "
+             "signal.pthread_sigmask(signal.SIG_BLOCK, set()))")
+    assert not _blocked_here()
+    with sigint_blocked():
+        assert _blocked_here()
+        child = subprocess.Popen([sys.executable, "-c", probe],
+                                 stdout=subprocess.PIPE, text=True)
+    assert not _blocked_here()
+    assert child.communicate(timeout=60)[0].strip() == "True"

@@ -23,6 +23,7 @@ from gnn_center.gpus import use_one_gpu
 from gnn_center.interrupts import (interrupts_deferred, interrupts_ignored,
                                   sigint_blocked)
 from gnn_center.records import UsageError
+from gnn_center.worker_processes import stop_processes
 
 # In a worker: where epoch_reporter sends epochs (see _init_worker).
 EPOCHS_QUEUE = None
@@ -73,13 +74,7 @@ def stop_workers(pool: ProcessPoolExecutor) -> None:
     processes = list((getattr(pool, "_processes", None) or {}).values())
     manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        process.join(timeout=10)
-        if process.is_alive():
-            process.kill()
-            process.join()
+    stop_processes(processes, grace_s=10)
     # The manager thread sees the workers gone, settles their futures and
     # ends; left running, it would keep the interpreter from exiting.
     if manager is not None:

@@ -31,12 +31,15 @@ def _worker_main(target: Callable, args: tuple) -> None:
         sys.exit(130)
 
 
-def _stop(workers) -> None:
-    started = [process for process in workers if process.pid is not None]
+def stop_processes(processes, grace_s: float) -> None:
+    r"""Sends SIGTERM to every started process of ``processes``, waits up
+    to ``grace_s`` seconds for them all (one deadline, not one each), then
+    kills those still running."""
+    started = [process for process in processes if process.pid is not None]
     for process in started:
         if process.is_alive():
-            process.terminate()  # SIGTERM: stop at the next checkpoint
-    deadline = time.monotonic() + STOP_GRACE_S  # for all, not each
+            process.terminate()
+    deadline = time.monotonic() + grace_s
     for process in started:
         process.join(timeout=max(0.0, deadline - time.monotonic()))
         if process.is_alive():  # stuck: nothing to save any more
@@ -60,7 +63,8 @@ def run_worker_processes(target: Callable,
         for process in workers:
             process.join()
     except BaseException:
+        # SIGTERM makes each worker stop at its next checkpoint.
         with interrupts_ignored():  # a second signal must not cut this
-            _stop(workers)
+            stop_processes(workers, STOP_GRACE_S)
         raise
     return [process.exitcode for process in workers]

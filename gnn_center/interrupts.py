@@ -82,9 +82,11 @@ def stopping_at_checkpoints():
         yield
         return
     _STOP_REQUESTED.clear()
-    with _handlers(_request_stop, _listened()):
-        yield
-    _STOP_REQUESTED.clear()
+    try:
+        with _handlers(_request_stop, _listened()):
+            yield
+    finally:  # also when the block ends by the checkpoint's interrupt
+        _STOP_REQUESTED.clear()
 
 
 def checkpoint() -> None:

@@ -97,3 +97,11 @@ def test_a_process_started_with_sigint_blocked_inherits_the_block():
                                  stdout=subprocess.PIPE, text=True)
     assert not _blocked_here()
     assert child.communicate(timeout=60)[0].strip() == "True"
+
+
+def test_no_stop_request_outlives_the_block_it_ended():
+    with pytest.raises(KeyboardInterrupt):
+        with stopping_at_checkpoints():
+            os.kill(os.getpid(), signal.SIGTERM)
+            checkpoint()
+    checkpoint()  # a later checkpoint, outside any block: no stop

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from gnn_center.config import SEED_LIMIT, ConfigError, load_config
-from gnn_center.interrupts import interrupt_once
+from gnn_center.interrupts import interrupt_once, interrupts_deferred
 from gnn_center.records import UsageError, append_record
 
 EPILOG = "Datasets: set GNN_CENTER_DATA or --root to a folder in PyG's layout."
@@ -69,6 +69,10 @@ def _train(args) -> int:
                      progress=not args.quiet)
     except (ValueError, UsageError):
         raise  # bad input: main says what (exit status 2)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM, through interrupt_once
+        print("gnn-center train: interrupted; no record was written",
+              file=sys.stderr)
+        return 130
     except Exception as err:  # noqa: BLE001 - the run failed: say why
         print(f"{dataset} {method} L={layers} seed={seed}: error\n"
               f"  {type(err).__name__}: {err}")
@@ -76,7 +80,8 @@ def _train(args) -> int:
     record.update(method=method, base_method=base)
     _print_run(record, method, layers, seed)
     if args.out:
-        append_record(args.out, record)
+        with interrupts_deferred():  # the record is written whole or not
+            append_record(args.out, record)
         print(f"  record appended to {args.out}")
     return 0 if record["status"] == "ok" else 1
 
@@ -336,6 +341,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ConfigError, UsageError, ValueError, FileNotFoundError) as err:
         print(f"gnn-center {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a command without its own clean-up
+        print(f"gnn-center {args.command}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # The reader went away (`gnn-center datasets | head`): stop quietly,
         # and keep Python from complaining again when it flushes stdout.

@@ -296,3 +296,43 @@ def test_train_is_a_shell_over_train_run(tmp_path, monkeypatch, capsys):
     assert kwargs["model_options"]["hidden_channels"] == 8
     assert kwargs["train_options"].max_epochs == 5
     assert kwargs["train_options"].patience == 10
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_train_interrupted_ends_without_a_traceback(monkeypatch, capsys,
+                                                    signum):
+    import gnn_center.train
+
+    def interrupted_run(*args, **kwargs):
+        # Delivered as the real signal, through the command's handler.
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # not reached: the handler raises at once
+        pytest.fail("the signal did not stop the run")
+
+    monkeypatch.setattr(gnn_center.train, "run", interrupted_run)
+    code = main(["train", "--dataset", "csbm", "--method", "gcn",
+                 "--layers", "2", "--quiet"])
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "gnn-center train: interrupted" in err
+    assert "no record was written" in err
+
+
+def test_train_interrupted_while_storing_keeps_the_record(tmp_path,
+                                                          monkeypatch,
+                                                          capsys):
+    import gnn_center.cli
+    from gnn_center.records import append_record
+
+    def signalled_append(path, record):
+        os.kill(os.getpid(), signal.SIGTERM)  # held back until it is stored
+        append_record(path, record)
+
+    monkeypatch.setattr(gnn_center.cli, "append_record", signalled_append)
+    out = tmp_path / "one.jsonl"
+    code = main(["train", "--dataset", "csbm", "--method", "gcn",
+                 "--layers", "2", "--epochs", "3", "--quiet",
+                 "--out", str(out)])
+    assert code == 130
+    assert "gnn-center train: interrupted" in capsys.readouterr().err
+    assert read_lines(out)[0]["num_layers"] == 2

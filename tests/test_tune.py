@@ -609,3 +609,25 @@ def _states(storage: Path) -> dict:
                 "SELECT state, COUNT(*) FROM trials GROUP BY state"))
     except sqlite3.OperationalError:  # no file or no table yet
         return {}
+
+
+def test_generated_config_states_its_own_dataset_budget(tmp_path):
+    from gnn_center.tune_outputs import StudyCell, StudyResult, \
+        write_generated
+
+    raw = tiny(tmp_path / "out")
+    raw["datasets"] = ["csbm", "cora"]
+    raw["data"] = {}
+    raw["dataset_options"] = {
+        "csbm": {"data": dict(num_nodes=120, feature_dim=8)},
+        "cora": {"train": dict(max_epochs=30, patience=7)}}
+    config = config_from_dict(raw, source="two.yaml")
+    results = [StudyResult(StudyCell(d, "gcn", 2), f"study-{d}",
+                           {"COMPLETE": 2}, 0.5, {"train": {"lr": 0.01}})
+               for d in config.datasets]
+    paths = write_generated(config, tune_options(config), results)
+    texts = {p.name: p.read_text() for p in paths}
+    assert "csbm: up to 12 epochs, patience 12" in texts["csbm-L2.yaml"]
+    assert "cora" not in texts["csbm-L2.yaml"]
+    assert "cora: up to 30 epochs, patience 7" in texts["cora-L2.yaml"]
+    assert "csbm" not in texts["cora-L2.yaml"]

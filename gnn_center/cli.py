@@ -80,8 +80,13 @@ def _train(args) -> int:
     record.update(method=method, base_method=base)
     _print_run(record, method, layers, seed)
     if args.out:
-        with interrupts_deferred():  # the record is written whole or not
-            append_record(args.out, record)
+        try:
+            with interrupts_deferred():  # the record is written whole
+                append_record(args.out, record)
+        except KeyboardInterrupt:  # held back until the record was stored
+            print(f"gnn-center train: interrupted; the record was appended "
+                  f"to {args.out}", file=sys.stderr)
+            return 130
         print(f"  record appended to {args.out}")
     return 0 if record["status"] == "ok" else 1
 

@@ -298,9 +298,18 @@ def test_train_is_a_shell_over_train_run(tmp_path, monkeypatch, capsys):
     assert kwargs["train_options"].patience == 10
 
 
+@pytest.fixture
+def sigint_listened():
+    # A command leaves SIGINT alone where it started ignored (under nohup,
+    # or a shell's `&`); these tests are about a command that listens.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_train_interrupted_ends_without_a_traceback(monkeypatch, capsys,
-                                                    signum):
+                                                    sigint_listened, signum):
     import gnn_center.train
 
     def interrupted_run(*args, **kwargs):
@@ -334,5 +343,9 @@ def test_train_interrupted_while_storing_keeps_the_record(tmp_path,
                  "--layers", "2", "--epochs", "3", "--quiet",
                  "--out", str(out)])
     assert code == 130
-    assert "gnn-center train: interrupted" in capsys.readouterr().err
-    assert read_lines(out)[0]["num_layers"] == 2
+    err = capsys.readouterr().err
+    assert f"gnn-center train: interrupted; the record was appended to " \
+        f"{out}" in err
+    assert "no record was written" not in err
+    assert len(read_lines(out)) == 1 and read_lines(out)[0]["num_layers"] \
+        == 2

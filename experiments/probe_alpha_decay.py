@@ -30,17 +30,20 @@ METHOD = "centered-gcnii-adaptive"
 ordinary_optimizer = train_module._optimizer
 
 
+def alpha_logits(model):
+    return [p for n, p in model.named_parameters()
+            if n.endswith("alpha_logit")]
+
+
 def alpha_exempt_optimizer(model, options):
     r"""The trainer's optimizer, with each ``alpha_logit`` moved to a group
     without weight decay."""
     optimizer = ordinary_optimizer(model, options)
-    logits = {id(p) for n, p in model.named_parameters()
-              if n.endswith("alpha_logit")}
+    logits = alpha_logits(model)
+    exempt = {id(p) for p in logits}
     for group in optimizer.param_groups:
-        group["params"] = [p for p in group["params"] if id(p) not in logits]
-    optimizer.add_param_group(dict(
-        params=[p for n, p in model.named_parameters()
-                if n.endswith("alpha_logit")], weight_decay=0.0))
+        group["params"] = [p for p in group["params"] if id(p) not in exempt]
+    optimizer.add_param_group(dict(params=logits, weight_decay=0.0))
     return optimizer
 
 
@@ -58,9 +61,7 @@ def one_run(dataset, depth, seed, config, root, exempt):
     finally:
         train_module._optimizer = ordinary_optimizer
     model.load_state_dict(result.best_state)
-    alphas = torch.stack([torch.sigmoid(p.detach()) for n, p in
-                          model.named_parameters()
-                          if n.endswith("alpha_logit")])
+    alphas = torch.sigmoid(torch.stack(alpha_logits(model)).detach())
     return result.val_acc, result.test_acc, alphas
 
 

@@ -137,7 +137,8 @@ def _sweep(args) -> int:
     try:
         summary = run_sweep(config, jobs=args.jobs, progress=not args.quiet,
                             backend=args.backend, address=args.address,
-                            gpus_per_run=args.gpus_per_run)
+                            gpus_per_run=args.gpus_per_run,
+                            wait_for_lock=args.wait_for_lock)
     except RayNotInstalledError as err:  # says how to install it
         print(f"gnn-center sweep: error: {err}", file=sys.stderr)
         return 2
@@ -159,7 +160,8 @@ def _tune(args) -> int:
 
     whole, config = _config_with_overrides(args)
     summary = tune(config, storage=args.storage, jobs=args.jobs,
-                   quiet=args.quiet, whole=whole)
+                   quiet=args.quiet, whole=whole,
+                   wait_for_lock=args.wait_for_lock)
     print((config.output_dir / SUMMARY_FILE).read_text())
     for path in summary.generated:
         print(f"selected settings: {path}")
@@ -237,6 +239,13 @@ def _add_subset_arguments(p) -> None:
                    help="only these of the config's methods or variants")
 
 
+def _add_wait_argument(p) -> None:
+    p.add_argument("--wait-for-lock", action="store_true",
+                   help="if another sweep or tune is writing the output "
+                   "folder, wait for it to end instead of stopping (then "
+                   "skip the runs it finished)")
+
+
 def _add_sweep_parser(sub) -> None:
     p = sub.add_parser("sweep", help="run a resumable depth sweep",
                        description="Run every (dataset, method, depth, seed) "
@@ -261,6 +270,7 @@ def _add_sweep_parser(sub) -> None:
                    "CUDA reserves, in (0, 1] (default 1)")
     p.add_argument("--no-report", action="store_true",
                    help="do not write the table and plots at the end")
+    _add_wait_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_sweep)
 
@@ -293,6 +303,7 @@ def _add_tune_parser(sub) -> None:
     p.add_argument("--root", help="override the dataset root")
     p.add_argument("--quiet", action="store_true",
                    help="no per-trial lines or progress bars")
+    _add_wait_argument(p)
     p.set_defaults(func=_tune)
 
 

@@ -191,13 +191,15 @@ def run_here(cells: List[Cell], store: Store, root: Optional[str],
 def run_sweep(config: ExperimentConfig, jobs: int = 1,
               progress: bool = True, backend: str = "local",
               address: Optional[str] = None,
-              gpus_per_run: float = 1.0) -> SweepSummary:
+              gpus_per_run: float = 1.0,
+              wait_for_lock: bool = False) -> SweepSummary:
     r"""Runs every cell of ``config`` not yet in its results file, ``jobs``
     at a time in separate processes (each with ``cpu_count // jobs``
     threads), appending each record as it finishes. Raises
     :class:`~gnn_center.records.UsageError` before any run if the output
-    folder is in use by another sweep or cannot be written, or a dataset
-    cannot be loaded.
+    folder is in use by another sweep (with ``wait_for_lock``: waits for
+    that sweep to end, then skips the runs it finished) or cannot be
+    written, or a dataset cannot be loaded.
 
     With ``backend="ray"`` the cells run as Ray tasks instead (``jobs`` is
     then unused; ``address`` and ``gpus_per_run`` are those of
@@ -218,7 +220,7 @@ def run_sweep(config: ExperimentConfig, jobs: int = 1,
     out = Path(config.output_dir)
     results_path = out / RESULTS_FILE
     check_writable(out, RESULTS_FILE, ERRORS_FILE)
-    with lock_folder(out):
+    with lock_folder(out, wait=wait_for_lock):
         finished = {r.get("key") for r in read_records(results_path)}
         cells = list(config.cells())
         todo = [cell for cell in cells if cell.key not in finished]

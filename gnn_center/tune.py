@@ -362,14 +362,17 @@ class TuneSummary:
 def tune(config: ExperimentConfig, storage: Optional[str] = None,
          jobs: int = 1, quiet: bool = False,
          heartbeat_s: int = HEARTBEAT_S,
-         whole: Optional[ExperimentConfig] = None) -> TuneSummary:
+         whole: Optional[ExperimentConfig] = None,
+         wait_for_lock: bool = False) -> TuneSummary:
     r"""Tunes every cell of ``config`` (continuing the studies already in
     ``storage``), writes the generated sweep configs and runs them over the
     final seeds. ``storage``: an Optuna RDB URL or a journal file; default
     ``sqlite:///<output_dir>/optuna.db``. When ``config`` is part of a
     larger config (``whole.only(...)``), ``tune.md`` and the generated
     configs describe every study of ``whole``, so that running the parts in
-    turn leaves the same files as running the whole."""
+    turn leaves the same files as running the whole. ``wait_for_lock``:
+    final runs wait for another sweep or tune writing the same output
+    folder to end instead of stopping (two parts tuned side by side)."""
     if jobs < 1:
         raise ValueError(f"jobs={jobs} must be at least 1")
     options = tune_options(config)
@@ -404,7 +407,7 @@ def tune(config: ExperimentConfig, storage: Optional[str] = None,
         if not kept or not set(final_config.datasets) & set(config.datasets):
             continue
         final = run_sweep(final_config.only(methods=kept), jobs=jobs,
-                          progress=not quiet)
+                          progress=not quiet, wait_for_lock=wait_for_lock)
         summary.final.append(final)
         summary.interrupted |= final.interrupted
         if final.interrupted:

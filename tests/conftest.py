@@ -77,3 +77,35 @@ def session_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GNN_CENTER_CACHE", str(path))
         yield path
+
+
+_LOCK_HOLDER = """
+import sys
+from gnn_center.records import lock_folder
+with lock_folder(sys.argv[1]):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def folder_lock_holder():
+    r"""Starts a process that holds a sweep's lock on a folder (as another
+    sweep would) until its ``communicate("")``; ended at teardown."""
+    import subprocess
+    import sys
+
+    holders = []
+
+    def hold(folder):
+        holder = subprocess.Popen(
+            [sys.executable, "-c", _LOCK_HOLDER, str(folder)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        holders.append(holder)
+        assert holder.stdout.readline().strip() == "locked"
+        return holder
+
+    yield hold
+    for holder in holders:
+        if holder.poll() is None:
+            holder.communicate("")

@@ -207,35 +207,52 @@ def test_a_dataset_that_cannot_load_stops_before_the_first_run(
     assert not (tmp_path / "out" / ERRORS_FILE).exists()
 
 
-LOCK_HOLDER = """
-import sys
-from gnn_center.records import lock_folder
-with lock_folder(sys.argv[1]):
-    print("locked", flush=True)
-    sys.stdin.read()
-"""
-
-
-def test_a_second_sweep_on_the_same_folder_stops(tmp_path, monkeypatch):
+def test_a_second_sweep_on_the_same_folder_stops(tmp_path, monkeypatch,
+                                                 folder_lock_holder):
     monkeypatch.setattr(sweep, "run_cell", fail_if_run)
     out = tmp_path / "out"
-    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(out)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(records.FolderLocked) as info:
-            sweep.run_sweep(two_cell_config(tmp_path), jobs=1,
-                            progress=False)
-        assert f"process {holder.pid}" in str(info.value)
-        assert str(out) in str(info.value)
-    finally:
-        holder.communicate("")  # ends the holder, which frees the lock
+    holder = folder_lock_holder(out)
+    with pytest.raises(records.FolderLocked) as info:
+        sweep.run_sweep(two_cell_config(tmp_path), jobs=1, progress=False)
+    assert f"process {holder.pid}" in str(info.value)
+    assert str(out) in str(info.value)
+    assert "--wait-for-lock" in str(info.value)
+    holder.communicate("")  # ends the holder, which frees the lock
     # Now free: the same process can take it (and does not take it twice).
     with records.lock_folder(out):
         with pytest.raises(records.FolderLocked):
             with records.lock_folder(out):
                 pass
+
+
+def test_a_second_sweep_can_wait_for_the_first(tmp_path, monkeypatch,
+                                               folder_lock_holder):
+    # With wait_for_lock the second sweep waits instead of stopping, and
+    # reads the results only once the first has ended, so that it skips
+    # the runs the first finished meanwhile.
+    monkeypatch.setattr(sweep, "run_cell", _quick_cell)
+    out = tmp_path / "out"
+    config = two_cell_config(tmp_path)
+    seed0 = next(cell for cell in config.cells() if cell.seed == 0)
+    holder = folder_lock_holder(out)
+    waited = []
+
+    def first_sweep_finishes(message):
+        waited.append(message)
+        records.append_record(out / RESULTS_FILE, dict(
+            _quick_cell(seed0), test_acc=0.25))
+        holder.communicate("")  # the first sweep ends
+
+    monkeypatch.setattr(records, "_print_waiting", first_sweep_finishes)
+    summary = sweep.run_sweep(config, jobs=1, progress=False,
+                              wait_for_lock=True)
+    assert len(waited) == 1
+    assert f"{out} is in use by another sweep (process {holder.pid})" \
+        in waited[0]
+    assert (summary.skipped, summary.finished) == (1, 1)
+    results = read_records(out / RESULTS_FILE)
+    assert [(r["seed"], r["test_acc"]) for r in results] == \
+        [(0, 0.25), (1, 0.5)]
 
 
 def test_workers_report_the_epochs_of_runs_in_flight():

@@ -506,6 +506,30 @@ def test_staged_tune_runs_only_its_part_final_runs(tmp_path):
     assert sorted(r["method"] for r in records) == ["gcn-tuned"] * 2
 
 
+def test_staged_finals_wait_for_another_part_with_wait_for_lock(
+        tmp_path, monkeypatch, folder_lock_holder, capsys):
+    # Two parts of one config tuned side by side: the part that reaches
+    # its final runs while the other's hold the folder stops, or with
+    # --wait-for-lock waits for them and then runs its own.
+    from gnn_center import records
+    path = tmp_path / "tiny.yaml"
+    import yaml
+    path.write_text(yaml.safe_dump(tiny(tmp_path / "out")))
+    holder = folder_lock_holder(tmp_path / "out")
+    assert main(["tune", str(path), "--quiet"]) == 2
+    assert "is in use by another sweep" in capsys.readouterr().err
+    assert not (tmp_path / "out" / RESULTS_FILE).exists()
+
+    def other_part_ends(message):
+        holder.communicate("")
+
+    monkeypatch.setattr(records, "_print_waiting", other_part_ends)
+    assert main(["tune", str(path), "--quiet", "--wait-for-lock"]) == 0
+    assert holder.returncode == 0  # it was waited for, not bypassed
+    records_ = read_records(tmp_path / "out" / RESULTS_FILE)
+    assert sorted(r["seed"] for r in records_) == [0, 1]
+
+
 def test_staged_tune_checks_the_whole_section_before_any_trial(tmp_path,
                                                                capsys):
     raw = tiny(tmp_path / "out")
@@ -534,7 +558,7 @@ def test_cli_documents_tune(capsys):
         build_parser().parse_args(["tune", "--help"])
     text = capsys.readouterr().out
     for word in ("--storage", "--jobs", "optuna.db", "results.jsonl",
-                 "continues every study"):
+                 "continues every study", "--wait-for-lock"):
         assert word in text.replace("\n", " ").replace("  ", " ")
 
 

@@ -48,6 +48,10 @@ class TrainOptions:
     max_epochs: int = 500
     patience: int = 100
     device: str = "auto"
+    #: On the CPU, flush subnormal floats (below 1.2e-38) to zero while
+    #: training: a deep stack's gradients fall there, and x86 CPUs compute
+    #: on them many times slower (experiments/bench_denormal.py).
+    flush_denormal: bool = True
 
     def __post_init__(self):
         _check_device(self.device)
@@ -206,6 +210,29 @@ class _BestEpoch:
             self.bad_epochs += 1
 
 
+def _subnormals_flushed() -> bool:
+    tiny = torch.tensor([torch.finfo(torch.float32).tiny / 4])
+    return (tiny * 1.0).item() == 0.0
+
+
+@contextlib.contextmanager
+def flushing_denormals(on: bool = True):
+    r"""Flushes subnormal floats to zero on the CPU in the block
+    (:func:`torch.set_flush_denormal`), then restores the mode found. Like
+    that call, it sets the calling thread and the threads torch starts
+    later; with several threads started earlier, their share of
+    elementwise kernels still sees subnormals (the sweep and tune workers
+    on a 2-core machine run one thread each)."""
+    turn_on = on and not _subnormals_flushed()
+    if turn_on and not torch.set_flush_denormal(True):
+        turn_on = False  # a CPU without the mode: nothing to undo
+    try:
+        yield
+    finally:
+        if turn_on:
+            torch.set_flush_denormal(False)
+
+
 def _train_step(model: torch.nn.Module, optimizer, inputs, data,
                 saving) -> torch.Tensor:
     r"""One full-batch step; returns the training loss, and steps only when
@@ -242,9 +269,17 @@ def fit(model: torch.nn.Module, task: NodeTask,
     caller's job (see :func:`run`). ``on_epoch(epoch, val_acc)``, if
     given, is called after each epoch's evaluation (``epoch`` counts from
     0), e.g. to show progress elsewhere; an exception it raises (a tuner
-    pruning the trial) stops training and propagates."""
+    pruning the trial) stops training and propagates. On the CPU it
+    flushes subnormal floats to zero while it trains, unless
+    ``options.flush_denormal`` is False (see :func:`flushing_denormals`)."""
     options = options or TrainOptions()
     device = resolve_device(options.device)
+    with flushing_denormals(device.type == "cpu" and options.flush_denormal):
+        return _fit(model, task, options, device, progress, desc, on_epoch)
+
+
+def _fit(model, task, options, device, progress, desc,
+         on_epoch) -> FitResult:
     data = task.data.to(device)
     model = model.to(device)
     optimizer = _optimizer(model, options)

@@ -37,6 +37,7 @@ def test_record_fields():
         assert key in record, key
     assert record["model_options"]["hidden_channels"] == 8
     assert record["model_options"]["center"] == "spectral"
+    assert record["train_options"]["flush_denormal"] is True
     # What a rerun needs to reproduce a deep run to the last digit.
     env = record["environment"]
     assert env["threads"] == str(torch.get_num_threads())
@@ -54,6 +55,43 @@ def test_record_fields():
     assert 0.0 <= record["test_acc"] <= 1.0
     assert record["time_per_epoch_s"] > 0
     assert record["activation_memory_mb"] > 0
+
+
+def cpu_flushes_subnormals() -> bool:
+    # Independent of the code under test: what this thread makes of a
+    # subnormal float32 operand (a quarter of the smallest normal one).
+    tiny = torch.tensor([torch.finfo(torch.float32).tiny / 4])
+    return (tiny * 1.0).item() == 0.0
+
+
+@pytest.fixture
+def subnormals_kept():
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush subnormal numbers")
+    yield
+    torch.set_flush_denormal(False)
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_fit_flushes_subnormals_on_the_cpu_while_it_trains(subnormals_kept,
+                                                           flush):
+    task = load_dataset("csbm", **CSBM)
+    model = build_model("gcn", task.num_features, task.num_classes, 2)
+    seen = []
+    result = fit(model, task, TrainOptions(
+        max_epochs=3, patience=3, device="cpu", flush_denormal=flush),
+        on_epoch=lambda epoch, val_acc: seen.append(cpu_flushes_subnormals()))
+    assert seen == [flush] * 3
+    assert not cpu_flushes_subnormals()  # the caller's mode again
+    assert result.epochs_run == 3
+
+
+def test_fit_leaves_a_flush_the_caller_set(subnormals_kept):
+    task = load_dataset("csbm", **CSBM)
+    model = build_model("gcn", task.num_features, task.num_classes, 2)
+    torch.set_flush_denormal(True)
+    fit(model, task, TrainOptions(max_epochs=2, patience=2, device="cpu"))
+    assert cpu_flushes_subnormals()
 
 
 def test_early_stopping_and_model_selection():

@@ -128,7 +128,7 @@ def _sweep(args) -> int:
     from gnn_center.ray_backend import RayNotInstalledError
     from gnn_center.sweep import run_sweep
 
-    _, config = _config_with_overrides(args)
+    whole, config = _config_with_overrides(args)
     total = len(list(config.cells()))
     print(f"{config.name}: {len(config.datasets)} dataset(s) x "
           f"{len(config.methods)} method(s) x {len(config.depths)} depth(s) "
@@ -145,8 +145,10 @@ def _sweep(args) -> int:
     print(summary)
     if not args.no_report and summary.skipped + summary.finished:
         from gnn_center.report import write_report
+        # The whole config's cells: a staged part shares the folder, and
+        # its report must not replace the whole one with the part alone.
         report = write_report([summary.results_path],
-                              keys={cell.key for cell in config.cells()})
+                              keys={cell.key for cell in whole.cells()})
         print()
         print(report["markdown"])
         print("wrote " + ", ".join(str(p) for p in report["paths"]))

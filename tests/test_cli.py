@@ -349,3 +349,15 @@ def test_train_interrupted_while_storing_keeps_the_record(tmp_path,
     assert "no record was written" not in err
     assert len(read_lines(out)) == 1 and read_lines(out)[0]["num_layers"] \
         == 2
+
+
+def test_a_staged_sweep_reports_the_whole_config(tmp_path, capsys):
+    # Running one method of a config must not leave a report of that
+    # method alone in the folder the whole config shares.
+    config = write_config(tmp_path, depths=[2], seeds=[0],
+                          train=dict(max_epochs=3, patience=3))
+    assert main(["sweep", str(config), "--methods", "gcn", "--quiet"]) == 0
+    assert main(["sweep", str(config), "--methods", "centered",
+                 "--quiet"]) == 0
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert "| gcn |" in markdown and "| centered |" in markdown

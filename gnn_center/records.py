@@ -22,7 +22,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 RESULTS_FILE = "results.jsonl"
 ERRORS_FILE = "errors.jsonl"
@@ -194,15 +194,12 @@ def check_writable(folder: os.PathLike, *names: str) -> None:
 
 
 @contextmanager
-def lock_folder(folder: os.PathLike, wait: bool = False,
-                on_wait: Optional[Callable[[str], None]] = None
-                ) -> Iterator[Path]:
+def lock_folder(folder: os.PathLike, wait: bool = False) -> Iterator[Path]:
     r"""Holds an exclusive lock on ``folder`` (``flock`` on its
     :data:`LOCK_FILE`, released when the process ends however it ends).
     If another process holds it: raises :class:`FolderLocked` naming the
-    holder's process id, or with ``wait`` passes that message to
-    ``on_wait`` (default: print it to stderr) and blocks until the lock is
-    free (Ctrl-C still stops the wait)."""
+    holder's process id, or with ``wait`` says so on stderr and blocks
+    until the lock is free (Ctrl-C still stops the wait)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_FILE
@@ -214,16 +211,14 @@ def lock_folder(folder: os.PathLike, wait: bool = False,
             if err.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            holder = holder or "unknown"
+            busy = (f"{folder} is in use by another sweep (process "
+                    f"{holder or 'unknown'})")
             if not wait:
                 raise FolderLocked(
-                    f"{folder} is in use by another sweep (process "
-                    f"{holder}); wait for it to finish (--wait-for-lock "
-                    f"waits for you), or stop it and re-run, or choose "
-                    f"another --output-dir") from None
-            (on_wait or _print_waiting)(
-                f"{folder} is in use by another sweep (process {holder}): "
-                f"waiting for it to finish")
+                    f"{busy}; wait for it to finish (--wait-for-lock waits "
+                    f"for you), or stop it and re-run, or choose another "
+                    f"--output-dir") from None
+            _print_waiting(f"{busy}: waiting for it to finish")
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -6,8 +6,11 @@ import yaml
 
 from gnn_center.config import ConfigError, config_from_dict, load_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob(
-    "*.yaml"))
+# The configs a user runs, probes included (common/ holds blocks that
+# only an include reads).
+CONFIGS = sorted(
+    path for pattern in ("*.yaml", "probes/*.yaml")
+    for path in (Path(__file__).resolve().parents[1] / "configs").glob(pattern))
 BASE = dict(datasets=["csbm"], methods=["gcn", "centered"], depths=[2, 4])
 
 
@@ -281,6 +284,10 @@ COMMITTED.update({
     "deep-training-others.yaml": "deep_training/others",
     "gcnii-chameleon.yaml": "gcnii-chameleon",
 })
+COMMITTED.update({f"centered-preset-{name}.yaml": f"centered-preset/{name}"
+                  for name in ("cora", "citeseer", "chameleon", "photo")})
+COMMITTED.update({f"probes/centered-preset-{probe}.yaml":
+                  f"centered-preset/{probe}" for probe in ("p1", "p2", "p3")})
 
 
 @pytest.mark.parametrize("config_name", sorted(COMMITTED))

@@ -130,6 +130,8 @@ class ModelOptions:
     #: Apply the correction again after the activation (which moves the
     #: features off the centre), with the fixed ``beta``: ``spectral``
     #: deflation for ``center="spectral"``, mean subtraction otherwise.
+    #: Off by default: at 64 layers it lowered validation accuracy in every
+    #: run measured (experiments/results/centered-preset.md, probe p3).
     center_after_activation: bool = False
     #: Learn each layer's initial-residual weight ``alpha`` (started at
     #: ``alpha``, kept in (0, 1) by a sigmoid); centered GCNII only.

@@ -287,7 +287,7 @@ COMMITTED.update({
 COMMITTED.update({f"centered-preset-{name}.yaml": f"centered-preset/{name}"
                   for name in ("cora", "citeseer", "chameleon", "photo")})
 COMMITTED.update({f"probes/centered-preset-{probe}.yaml":
-                  f"centered-preset/{probe}" for probe in ("p1", "p2", "p3")})
+                  f"centered-preset/{probe}" for probe in ("p1", "p2", "p3", "p4")})
 
 
 @pytest.mark.parametrize("config_name", sorted(COMMITTED))

@@ -206,12 +206,17 @@ def _sampler(options: TuneOptions, name: str, trial_count: int,
 
 
 def _counts(study: optuna.Study) -> Dict[str, int]:
-    r"""Trials by state, leaving out the surplus ones and those stopped by
-    a signal (failed by Optuna, and run again)."""
+    r"""Trials by state, leaving out the surplus ones. Those stopped by a
+    signal (failed by Optuna, and run again) count as ``stopped``, apart
+    from ``FAIL``, so that they never make a study give up."""
     counts = {state.name: 0 for state in TrialState}
+    counts["stopped"] = 0
     for trial in study.get_trials(deepcopy=False):
-        if not (trial.user_attrs.get("surplus")
-                or trial.user_attrs.get("interrupted")):
+        if trial.user_attrs.get("surplus"):
+            continue
+        if trial.user_attrs.get("interrupted"):
+            counts["stopped"] += 1
+        else:
             counts[trial.state.name] += 1
     counts["done"] = counts["COMPLETE"] + counts["PRUNED"]
     return counts

@@ -109,8 +109,8 @@ def write_generated(config, options, results) -> List[Path]:
 def summary_markdown(config, options, results) -> str:
     lines = [f"# Tuning of {config.name}", "", _budget_line(config, options),
              "", "| dataset | method | depth | complete | pruned | failed | "
-             "best val | selected settings |", "|---|---|---|---|---|---|"
-             "---|---|"]
+             "stopped | best val | selected settings |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         settings = ", ".join(f"{k}={v:.4g}" if isinstance(v, float)
                              else f"{k}={v}" for section in r.best.values()
@@ -119,5 +119,6 @@ def summary_markdown(config, options, results) -> str:
         lines.append(f"| {r.cell.dataset} | {r.cell.method} | {r.cell.depth}"
                      f" | {r.counts.get('COMPLETE', 0)} | "
                      f"{r.counts.get('PRUNED', 0)} | "
-                     f"{r.counts.get('FAIL', 0)} | {value} | {settings} |")
+                     f"{r.counts.get('FAIL', 0)} | "
+                     f"{r.counts.get('stopped', 0)} | {value} | {settings} |")
     return "\n".join(lines) + "\n"

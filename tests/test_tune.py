@@ -322,8 +322,16 @@ def test_a_signal_stops_a_trial_at_its_next_epoch_as_no_failure(
     # The handlers are as they were, and no stop request lingers.
     assert [signal.getsignal(s)
             for s in (signal.SIGINT, signal.SIGTERM)] == before
+    assert summary.studies[0].counts["stopped"] == 1
     monkeypatch.setattr(tune_module, "fit", fit)
     assert not tune(config, quiet=True).interrupted
+    # tune.md lists the stopped trial apart from failed ones.
+    lines = (tmp_path / "tune.md").read_text().split("\n")
+    at = lines.index(next(l for l in lines if l.startswith("| dataset")))
+    header, row = lines[at], lines[at + 2]
+    columns = dict(zip(header.split("|"), row.split("|")))
+    assert columns[" failed "].strip() == "0"
+    assert columns[" stopped "].strip() == "1"
 
 
 # The test plays the other worker with study.ask, which Optuna notes.

@@ -327,7 +327,7 @@ def test_a_signal_stops_a_trial_at_its_next_epoch_as_no_failure(
     assert not tune(config, quiet=True).interrupted
     # tune.md lists the stopped trial apart from failed ones.
     lines = (tmp_path / "tune.md").read_text().split("\n")
-    at = lines.index(next(l for l in lines if l.startswith("| dataset")))
+    at = next(i for i, l in enumerate(lines) if l.startswith("| dataset"))
     header, row = lines[at], lines[at + 2]
     columns = dict(zip(header.split("|"), row.split("|")))
     assert columns[" failed "].strip() == "0"

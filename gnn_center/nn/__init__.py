@@ -7,6 +7,7 @@ from gnn_center.nn.functional import (
     graph_sum,
     rms_scale,
 )
+from gnn_center.nn.sparse_aggregation import sparse_matmul
 from gnn_center.nn.centered_gcn_conv import CenteredGCNConv
 from gnn_center.nn.centered_gcn2_conv import CenteredGCN2Conv
 from gnn_center.nn.centered_gat_conv import CenteredGATConv
@@ -30,4 +31,5 @@ __all__ = [
     "gcn_degree",
     "graph_sum",
     "rms_scale",
+    "sparse_matmul",
 ]

@@ -11,6 +11,7 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.typing import Adj, OptTensor, SparseTensor
 
 from gnn_center.nn.centering import CenteringMixin
+from gnn_center.nn.sparse_aggregation import SparseMatmulMixin
 from gnn_center.nn.functional import (
     center,
     check_batch,
@@ -20,7 +21,7 @@ from gnn_center.nn.functional import (
 )
 
 
-class CenteredGCN2Conv(CenteringMixin, GCN2Conv):
+class CenteredGCN2Conv(CenteringMixin, SparseMatmulMixin, GCN2Conv):
     r"""The GCNII operator of PyG's
     :class:`~torch_geometric.nn.conv.GCN2Conv` (initial residual and
     identity mapping) with a centering correction applied to the

@@ -12,6 +12,7 @@ from torch_geometric.typing import (
 )
 
 from gnn_center.nn.centering import CenteringMixin
+from gnn_center.nn.sparse_aggregation import SparseMatmulMixin
 from gnn_center.nn.functional import (
     center_nodes,
     check_batch,
@@ -21,7 +22,7 @@ from gnn_center.nn.functional import (
 )
 
 
-class CenteredGCNConv(CenteringMixin, GCNConv):
+class CenteredGCNConv(CenteringMixin, SparseMatmulMixin, GCNConv):
     r"""The graph convolutional operator of PyG's
     :class:`~torch_geometric.nn.conv.GCNConv` with a centering correction
     applied after the sparse aggregation and before the bias:

@@ -8,13 +8,17 @@ from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple
 from torch import Tensor
 from torch.nn import Module
 
-from torch_geometric.nn import GATConv, GCN2Conv, GCNConv
+from torch_geometric.nn import GATConv
 from torch_geometric.typing import Adj, OptTensor
 
 from gnn_center.nn.centered_gat_conv import GAT_CENTER_MODES, CenteredGATConv
 from gnn_center.nn.centered_gcn2_conv import CenteredGCN2Conv
 from gnn_center.nn.centered_gcn_conv import CenteredGCNConv
 from gnn_center.nn.functional import CENTER_MODES
+from gnn_center.nn.sparse_aggregation import (
+    SparseMatmulGCN2Conv,
+    SparseMatmulGCNConv,
+)
 
 if TYPE_CHECKING:  # the options module imports this one
     from gnn_center.nn.model_options import ModelOptions
@@ -95,8 +99,8 @@ def _weight1(conv: Module) -> Tensor:
 
 CONV_KINDS: Dict[str, ConvKind] = {
     "gcn": ConvKind(
-        build=lambda o, _: GCNConv(o.hidden_channels, o.hidden_channels,
-                                   normalize=False),
+        build=lambda o, _: SparseMatmulGCNConv(
+            o.hidden_channels, o.hidden_channels, normalize=False),
         call=lambda conv, h, c: conv(h, c.graph, c.edge_weight),
         hidden_weight=_lin_weight),
     "centered": ConvKind(
@@ -108,8 +112,8 @@ CONV_KINDS: Dict[str, ConvKind] = {
             batch_size=c.center_batch_size, u=c.u),
         hidden_weight=_lin_weight, center_modes=CENTER_MODES),
     "gcnii": ConvKind(
-        build=lambda o, layer: GCN2Conv(o.hidden_channels,
-                                        **_gcnii_args(o, layer)),
+        build=lambda o, layer: SparseMatmulGCN2Conv(
+            o.hidden_channels, **_gcnii_args(o, layer)),
         call=lambda conv, h, c: conv(h, c.h0, c.graph, c.edge_weight),
         hidden_weight=_weight1, initial_residual=True),
     "centered-gcnii": ConvKind(

@@ -11,7 +11,6 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.typing import Adj, OptTensor, SparseTensor
 
 from gnn_center.nn.centering import CenteringMixin
-from gnn_center.nn.sparse_aggregation import SparseMatmulMixin
 from gnn_center.nn.functional import (
     center,
     check_batch,
@@ -19,6 +18,7 @@ from gnn_center.nn.functional import (
     check_spectral_u,
     gcn_degree,
 )
+from gnn_center.nn.sparse_aggregation import SparseMatmulMixin
 
 
 class CenteredGCN2Conv(CenteringMixin, SparseMatmulMixin, GCN2Conv):

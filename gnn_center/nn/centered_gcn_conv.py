@@ -12,7 +12,6 @@ from torch_geometric.typing import (
 )
 
 from gnn_center.nn.centering import CenteringMixin
-from gnn_center.nn.sparse_aggregation import SparseMatmulMixin
 from gnn_center.nn.functional import (
     center_nodes,
     check_batch,
@@ -20,6 +19,7 @@ from gnn_center.nn.functional import (
     check_spectral_u,
     gcn_degree,
 )
+from gnn_center.nn.sparse_aggregation import SparseMatmulMixin
 
 
 class CenteredGCNConv(CenteringMixin, SparseMatmulMixin, GCNConv):

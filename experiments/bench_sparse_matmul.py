@@ -24,11 +24,12 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-import torch_geometric
 
 import gnn_center.nn.sparse_aggregation as sparse_aggregation
 from gnn_center.nn import build_model
 from gnn_center.train import flushing_denormals
+
+from bench_layer import random_graph  # the same random graphs
 
 # name: (nodes, undirected edges)
 SIZES = {"cora": (2_708, 5_278), "photo": (7_650, 119_081),
@@ -46,10 +47,9 @@ USES_SPARSE_MATMUL = sparse_aggregation.uses_sparse_matmul
 
 
 def random_task(num_nodes, num_edges, features=64, classes=8, seed=0):
+    edge_index = random_graph(num_nodes, num_edges, torch.device("cpu"),
+                              seed)
     gen = torch.Generator().manual_seed(seed)
-    edge_index = torch.randint(0, num_nodes, (2, num_edges), generator=gen)
-    edge_index = torch_geometric.utils.to_undirected(edge_index,
-                                                     num_nodes=num_nodes)
     x = torch.randn(num_nodes, features, generator=gen)
     y = torch.randint(0, classes, (num_nodes,), generator=gen)
     return x, edge_index, y

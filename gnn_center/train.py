@@ -15,24 +15,24 @@ selected model.
 import contextlib
 import copy
 import math
-import platform
-import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
-import torch_geometric
 from torch_geometric import seed_everything
 from tqdm.auto import tqdm
 
-import gnn_center
 from gnn_center.data import NodeTask, load_dataset
+from gnn_center.denormals import flushing_denormals
+from gnn_center.environment import environment
+from gnn_center.fit_checkpoint import FitCheckpoint, restore, snapshot
 from gnn_center.metrics import layer_metrics
 from gnn_center.nn import build_model
+from gnn_center.saved_memory import SavedMemory
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -148,40 +148,6 @@ def _optimizer(model: torch.nn.Module,
     ], lr=options.lr)
 
 
-class SavedMemory:
-    r"""Counts the memory autograd keeps for backward while active: the
-    storages of the saved tensors, each once (layers share the graph and
-    save views of the same features)."""
-
-    def __init__(self):
-        self.total = 0
-        self._seen = set()
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(
-            self._pack, lambda t: t)
-
-    def _pack(self, tensor):
-        if tensor.layout == torch.sparse_csr:
-            parts = (tensor.crow_indices(), tensor.col_indices(),
-                     tensor.values())
-        elif tensor.layout == torch.sparse_coo:
-            parts = (tensor._indices(), tensor._values())
-        else:
-            parts = (tensor, )
-        for part in parts:
-            storage = part.untyped_storage()
-            if storage.data_ptr() not in self._seen:
-                self._seen.add(storage.data_ptr())
-                self.total += storage.nbytes()
-        return tensor
-
-    def __enter__(self):
-        self._hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self._hooks.__exit__(*exc)
-
-
 class _BestEpoch:
     r"""Model selection: the epoch of the highest validation accuracy, ties
     broken by the lower validation loss, with its metrics and weights; and
@@ -209,28 +175,25 @@ class _BestEpoch:
         else:
             self.bad_epochs += 1
 
+    def state_dict(self) -> Dict[str, Any]:
+        return dict(vars(self))
 
-def _subnormals_flushed() -> bool:
-    tiny = torch.tensor([torch.finfo(torch.float32).tiny / 4])
-    return (tiny * 1.0).item() == 0.0
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        vars(self).update(state)
 
 
-@contextlib.contextmanager
-def flushing_denormals(on: bool = True):
-    r"""Flushes subnormal floats to zero on the CPU in the block
-    (:func:`torch.set_flush_denormal`), then restores the mode found. Like
-    that call, it sets the calling thread and the threads torch starts
-    later; with several threads started earlier, their share of
-    elementwise kernels still sees subnormals (the sweep and tune workers
-    on a 2-core machine run one thread each)."""
-    turn_on = on and not _subnormals_flushed()
-    if turn_on and not torch.set_flush_denormal(True):
-        turn_on = False  # a CPU without the mode: nothing to undo
-    try:
-        yield
-    finally:
-        if turn_on:
-            torch.set_flush_denormal(False)
+@dataclass
+class _Progress:
+    r"""What a fit has done besides its weights, optimizer and model
+    selection: the rest of what a checkpoint restores."""
+    next_epoch: int = 0
+    epochs_run: int = 0  # epochs whose training step ran
+    train_time: float = 0.0
+    elapsed: float = 0.0
+    saved_bytes: int = 0
+    #: The validation accuracy of every epoch so far, which a resumed fit
+    #: passes to ``on_epoch`` again (a tuner's pruner needs them all).
+    val_accs: List[float] = field(default_factory=list)
 
 
 def _train_step(model: torch.nn.Module, optimizer, inputs, data,
@@ -260,8 +223,8 @@ def _validation_pass(model: torch.nn.Module, inputs, data):
 def fit(model: torch.nn.Module, task: NodeTask,
         options: Optional[TrainOptions] = None, progress: bool = False,
         desc: Optional[str] = None,
-        on_epoch: Optional[Callable[[int, float], None]] = None
-        ) -> FitResult:
+        on_epoch: Optional[Callable[[int, float], None]] = None,
+        checkpoint: Optional[FitCheckpoint] = None) -> FitResult:
     r"""Trains ``model`` on ``task`` full-batch and returns the metrics at
     the best validation epoch; ``result.best_state`` holds its weights.
     The model is called as ``model(x, edge_index, edge_weight)`` and returns
@@ -271,110 +234,138 @@ def fit(model: torch.nn.Module, task: NodeTask,
     0), e.g. to show progress elsewhere; an exception it raises (a tuner
     pruning the trial) stops training and propagates. On the CPU it
     flushes subnormal floats to zero while it trains, unless
-    ``options.flush_denormal`` is False (see :func:`flushing_denormals`)."""
+    ``options.flush_denormal`` is False (see :func:`flushing_denormals`).
+
+    With a ``checkpoint`` (:class:`~gnn_center.fit_checkpoint.
+    FitCheckpoint`), the run saves its progress there every
+    ``checkpoint.every`` epochs, when an interrupt stops it and when it
+    ends; called again with the same model, task, options and
+    checkpoint, it first calls ``on_epoch`` for every epoch already run,
+    then continues (or returns the finished run's result) with the result
+    the uninterrupted run would have had, bit for bit."""
     options = options or TrainOptions()
     device = resolve_device(options.device)
     with flushing_denormals(device.type == "cpu" and options.flush_denormal):
-        return _fit(model, task, options, device, progress, desc, on_epoch)
+        return _fit(model, task, options, device, progress, desc, on_epoch,
+                    checkpoint)
 
 
-def _fit(model, task, options, device, progress, desc,
-         on_epoch) -> FitResult:
+def _fit(model, task, options, device, progress, desc, on_epoch,
+         checkpoint) -> FitResult:
     data = task.data.to(device)
     model = model.to(device)
     optimizer = _optimizer(model, options)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    inputs = (model_input(model, data.x), data.edge_index,
-              getattr(data, "edge_weight", None))
-    best, saved = _BestEpoch(), SavedMemory()
-    status, error = "ok", None
-    train_time, epochs_run = 0.0, 0
+    best, done = _BestEpoch(), _Progress()
+    state = checkpoint.load(device) if checkpoint is not None else None
+    if state is not None:
+        for epoch, val_acc in enumerate(state["progress"]["val_accs"]):
+            if on_epoch is not None:
+                on_epoch(epoch, val_acc)
+        if "result" in state:  # a finished run
+            return FitResult(**state["result"],
+                             best_state=state["best_state"])
+        restore(state, model, optimizer, best, done, device)
     start = time.perf_counter()
-    # Epoch bars only on a terminal (disable=None): in logs they would
-    # repeat a line per refresh.
-    bar = tqdm(range(options.max_epochs), desc=desc,
-               disable=None if progress else True, leave=False,
-               dynamic_ncols=True)
-    for epoch in bar:
-        tic = time.perf_counter()
-        # Count what the forward pass saves for backward (checkpointed
-        # blocks save their inputs only), once.
-        loss = _train_step(model, optimizer, inputs, data,
-                           saved if epoch == 0 else contextlib.nullcontext())
-        if not torch.isfinite(loss):
-            status, error = "diverged", _diverged("training", loss, epoch)
-            break
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_time += time.perf_counter() - tic
-        epochs_run = epoch + 1
-        out, val_loss = _validation_pass(model, inputs, data)
-        if not torch.isfinite(val_loss):
-            # The step made the weights non-finite: never select them.
-            status, error = "diverged", _diverged("validation", val_loss,
-                                                  epoch)
-            break
-        val_acc = task.evaluate(out, data.val_mask)
-        best.consider(epoch, val_acc, val_loss.item(), model, task, data, out)
-        if on_epoch is not None:
-            on_epoch(epoch, val_acc)
-        if progress:
-            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{val_acc:.3f}",
-                            best=f"{best.val_acc:.3f}@{best.epoch}")
-        if best.bad_epochs >= options.patience:
-            break
-    bar.close()
+    status, error = _epochs(model, task, options, device, optimizer, data,
+                            best, done, progress, desc, on_epoch, checkpoint,
+                            start)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 \
         if device.type == "cuda" else None
-    return FitResult(status=status, error=error, best_epoch=best.epoch,
-                     epochs_run=epochs_run, time_per_epoch_s=train_time /
-                     max(epochs_run, 1),
-                     total_time_s=time.perf_counter() - start,
-                     activation_memory_mb=saved.total / 2**20 or None,
-                     peak_memory_mb=peak, device=str(device),
-                     best_state=best.state, **best.metrics)
+    result = FitResult(
+        status=status, error=error, best_epoch=best.epoch,
+        epochs_run=done.epochs_run,
+        time_per_epoch_s=done.train_time / max(done.epochs_run, 1),
+        total_time_s=done.elapsed + time.perf_counter() - start,
+        activation_memory_mb=done.saved_bytes / 2**20 or None,
+        peak_memory_mb=peak, device=str(device), best_state=best.state,
+        **best.metrics)
+    if checkpoint is not None:
+        checkpoint.save(dict(result=result.summary(),
+                             best_state=result.best_state,
+                             progress=asdict(done)))
+    return result
+
+
+def _epochs(model, task, options, device, optimizer, data, best, done,
+            progress, desc, on_epoch, checkpoint, start):
+    r"""The training loop from ``done.next_epoch``; returns the status and
+    the error. An interrupt (Ctrl-C) saves the checkpoint if it came
+    between epochs, where the state is whole; one inside a step leaves the
+    last saved checkpoint as it is."""
+    bar = tqdm(range(done.next_epoch, options.max_epochs), desc=desc,
+               initial=done.next_epoch, total=options.max_epochs,
+               # Epoch bars only on a terminal (disable=None): in logs
+               # they would repeat a line per refresh.
+               disable=None if progress else True, leave=False,
+               dynamic_ncols=True)
+    inputs = (model_input(model, data.x), data.edge_index,
+              getattr(data, "edge_weight", None))
+    whole = True
+    try:
+        for epoch in bar:
+            whole = False
+            status, error, loss = _epoch(model, task, device, optimizer,
+                                         inputs, data, best, done, epoch)
+            if status != "ok":
+                return status, error
+            whole = True
+            if checkpoint is not None and checkpoint.due(epoch):
+                checkpoint.save(snapshot(model, optimizer, best, done,
+                                         device))
+            if on_epoch is not None:
+                on_epoch(epoch, done.val_accs[-1])
+            if progress:
+                bar.set_postfix(loss=f"{loss:.3f}",
+                                val=f"{done.val_accs[-1]:.3f}",
+                                best=f"{best.val_acc:.3f}@{best.epoch}")
+            if best.bad_epochs >= options.patience:
+                break
+    except KeyboardInterrupt:
+        if checkpoint is not None and whole:
+            done.elapsed += time.perf_counter() - start
+            checkpoint.save(snapshot(model, optimizer, best, done, device))
+        raise
+    finally:
+        bar.close()
+    return "ok", None
+
+
+def _epoch(model, task, device, optimizer, inputs, data, best, done,
+           epoch: int):
+    r"""One epoch: a training step, the evaluation, the model selection;
+    returns the status, the error and the training loss."""
+    tic = time.perf_counter()
+    # Count what the forward pass saves for backward (checkpointed blocks
+    # save their inputs only), once.
+    memory = SavedMemory() if not done.saved_bytes else None
+    loss = _train_step(model, optimizer, inputs, data,
+                       memory or contextlib.nullcontext())
+    if memory is not None:
+        done.saved_bytes = memory.total
+    if not torch.isfinite(loss):
+        return "diverged", _diverged("training", loss, epoch), loss.item()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    done.train_time += time.perf_counter() - tic
+    done.epochs_run = epoch + 1
+    out, val_loss = _validation_pass(model, inputs, data)
+    if not torch.isfinite(val_loss):
+        # The step made the weights non-finite: never select them.
+        return ("diverged", _diverged("validation", val_loss, epoch),
+                loss.item())
+    val_acc = task.evaluate(out, data.val_mask)
+    best.consider(epoch, val_acc, val_loss.item(), model, task, data, out)
+    done.next_epoch = epoch + 1
+    done.val_accs.append(val_acc)
+    return "ok", None, loss.item()
 
 
 def _diverged(which: str, loss: torch.Tensor, epoch: int) -> str:
     return (f"{which} loss became {loss.item()} at epoch {epoch}; the "
             f"metrics are those of the best epoch before it. Try a lower "
             f"learning rate or a normalisation.")
-
-
-def environment() -> Dict[str, str]:
-    # The thread count and processor model are here because deep stacks
-    # amplify rounding: the same cell gives different figures with a
-    # different summation order.
-    scatter = "not installed"
-    if torch_geometric.typing.WITH_TORCH_SCATTER:  # PyG's own check
-        import torch_scatter
-        scatter = torch_scatter.__version__
-    return dict(gnn_center=gnn_center.__version__,
-                torch=torch.__version__,
-                torch_geometric=torch_geometric.__version__,
-                torch_scatter=scatter,
-                python=sys.version.split()[0],
-                machine=platform.machine(),
-                processor=platform.processor() or platform.machine(),
-                cpu=_cpu_model(),
-                # The instruction set torch's CPU kernels were picked for.
-                cpu_capability=torch.backends.cpu.get_cpu_capability(),
-                threads=str(torch.get_num_threads()),
-                gpu=(torch.cuda.get_device_name()
-                     if torch.cuda.is_available() else "none"))
-
-
-def _cpu_model() -> str:
-    # platform.processor() only gives the architecture on Linux.
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run(dataset: str, method: str, num_layers: int, seed: int = 0, *,

@@ -17,7 +17,9 @@ trials send heartbeats, so a trial whose process was killed is marked
 failed and its slot run again, and parallel workers never run more trials
 than the count. A journal storage has no heartbeats: a killed trial stays
 RUNNING (and is not counted), and parallel workers may run up to
-``jobs - 1`` trials beyond the count.
+``jobs - 1`` trials beyond the count. A trial that Ctrl-C or SIGTERM
+stopped is run again with its own settings, and continues from the
+checkpoints of its training runs (:mod:`gnn_center.tune_resume`).
 
 When the tuning is done, the selected settings of each complete study are
 written as variants of a generated sweep config per (dataset, depth),
@@ -31,38 +33,28 @@ import hashlib
 import json
 import logging
 import time
-import warnings
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import optuna
 from optuna.trial import TrialState
-from torch_geometric import seed_everything
 
 from gnn_center.config import ExperimentConfig, load_config
-from gnn_center.data import load_dataset
 from gnn_center.interrupts import checkpoint, stopping_at_checkpoints
-from gnn_center.nn import build_model
 from gnn_center.sweep import run_sweep
-from gnn_center.train import TrainOptions, fit
+from gnn_center.tune_objective import Objective
 from gnn_center.tune_options import TuneOptions, tune_options
 from gnn_center.tune_outputs import (StudyCell, StudyResult,
                                      summary_markdown, tuned_name,
                                      write_generated)
+from gnn_center.tune_resume import remove_study_checkpoints, resume_stopped
+from gnn_center.tune_storage import (HEARTBEAT_S, experimental_ok,
+                                     has_heartbeat, open_storage)
 from gnn_center.worker_processes import run_worker_processes
 
 STORAGE_FILE = "optuna.db"
 SUMMARY_FILE = "tune.md"
-#: Seconds between a running trial's heartbeats (RDB storages); a trial
-#: silent for twice as long is taken as killed.
-HEARTBEAT_S = 30
-
-
-class SurplusTrial(Exception):
-    r"""Raised in a trial that another worker's trials made unneeded: the
-    study already has its trial count, so nothing is run."""
 
 
 def study_cells(config: ExperimentConfig) -> List[StudyCell]:
@@ -86,114 +78,6 @@ def study_name(config: ExperimentConfig, options: TuneOptions,
            f"{digest[:8]}"
 
 
-def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S):
-    r"""An Optuna storage: an RDB URL (``sqlite:///...``,
-    ``postgresql://...``) with heartbeats, or else a journal file path."""
-    if "://" not in url:
-        from optuna.storages.journal import JournalFileBackend
-        return optuna.storages.JournalStorage(JournalFileBackend(url))
-    # SQLite locks the whole file per write: wait for other workers
-    # instead of failing at once.
-    engine = {"connect_args": {"timeout": 120}} \
-        if url.startswith("sqlite") else None
-    with _experimental_ok():
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
-            grace_period=2 * heartbeat_s)
-
-
-@contextmanager
-def _experimental_ok():
-    r"""Silences Optuna's notices that heartbeats and the constant liar are
-    experimental (there since Optuna 2.9 and 2.8)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
-
-
-def _has_heartbeat(storage) -> bool:
-    return getattr(storage, "heartbeat_interval", None) is not None
-
-
-class Objective:
-    r"""One trial: the mean validation accuracy of the suggested settings
-    over the tuning seeds, reported each epoch to the pruner."""
-
-    def __init__(self, config: ExperimentConfig, options: TuneOptions,
-                 cell: StudyCell, heartbeat: bool):
-        self.config, self.options, self.cell = config, options, cell
-        self.heartbeat = heartbeat
-        self.tasks: Dict[str, Any] = {}
-        self.surplus = False  # whether the last trial was beyond the count
-
-    def _task(self, seed: int, data: Dict[str, Any]):
-        key = json.dumps([seed, data], sort_keys=True)
-        if key not in self.tasks:
-            self.tasks[key] = load_dataset(self.cell.dataset,
-                                           self.config.root, seed=seed,
-                                           **data)
-        return self.tasks[key]
-
-    def _check_needed(self, trial: optuna.Trial) -> None:
-        states = (TrialState.COMPLETE, TrialState.PRUNED) + (
-            (TrialState.RUNNING, ) if self.heartbeat else ())
-        ahead = [t for t in trial.study.get_trials(deepcopy=False,
-                                                   states=states)
-                 if t.number < trial.number]
-        self.surplus = len(ahead) >= self.options.trials
-        if self.surplus:
-            trial.set_user_attr("surplus", True)
-            raise SurplusTrial("the study already has its trials; this "
-                               "one was not run")
-
-    def __call__(self, trial: optuna.Trial) -> float:
-        self._check_needed(trial)
-        params = [(p.section, p.name, p.suggest(trial))
-                  for p in self.options.space_for(self.cell.method)]
-        scores = []
-        for index, seed in enumerate(self.options.seeds):
-            data, model, train = self.config.options_for(
-                self.cell.dataset, self.cell.method, seed)
-            for section, name, value in params:
-                (model if section == "model" else train)[name] = value
-            train_options = TrainOptions(**train)
-            # One step per epoch of each seed, so that the pruner compares
-            # trials at the same point of the same run.
-            offset = index * train_options.max_epochs
-
-            def report(epoch: int, val_acc: float) -> None:
-                _stop_if_asked(trial)
-                trial.report(val_acc, offset + epoch)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"epoch {epoch}: validation "
-                                             f"accuracy {val_acc:.3f}")
-
-            task = self._task(seed, data)
-            seed_everything(seed)
-            net = build_model(self.config.base_method(self.cell.method),
-                              task.num_features, task.num_classes,
-                              self.cell.depth, **model)
-            result = fit(net, task, train_options, on_epoch=report)
-            _stop_if_asked(trial)
-            # Validation only: the selection never reads test accuracy.
-            val_acc = result.val_acc or 0.0
-            trial.set_user_attr(f"val_acc_seed_{seed}", val_acc)
-            trial.set_user_attr(f"status_seed_{seed}", result.status)
-            scores.append(val_acc)
-        return sum(scores) / len(scores)
-
-
-def _stop_if_asked(trial: optuna.Trial) -> None:
-    r"""Stops the trial if a signal asked to; Optuna then marks it failed,
-    and the mark keeps it out of the count of failures that makes a study
-    give up (repeated time limits are no fault of the settings)."""
-    try:
-        checkpoint()
-    except KeyboardInterrupt:
-        trial.set_user_attr("interrupted", True)
-        raise
-
-
 def _sampler(options: TuneOptions, name: str, trial_count: int,
              worker: int) -> optuna.samplers.TPESampler:
     r"""A TPE sampler seeded by the study, the number of trials so far and
@@ -201,7 +85,7 @@ def _sampler(options: TuneOptions, name: str, trial_count: int,
     draws of earlier trials."""
     text = f"{options.sampler_seed}:{name}:{trial_count}:{worker}"
     seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
-    with _experimental_ok():
+    with experimental_ok():
         return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
 
@@ -228,13 +112,13 @@ def _advance_study(config, options, cell, storage, worker: int,
     holds its remaining slots. True: complete; False: wait for others;
     None: given up (too many failed trials)."""
     name = study_name(config, options, cell)
-    heartbeat = _has_heartbeat(storage)
+    heartbeat = has_heartbeat(storage)
     objective = Objective(config, options, cell, heartbeat)
     while True:
         study = optuna.create_study(
             study_name=name, storage=storage, direction="maximize",
             load_if_exists=True, pruner=options.pruner.build())
-        with _experimental_ok():
+        with experimental_ok():
             optuna.storages.fail_stale_trials(study)
         study.sampler = _sampler(options, name, len(study.get_trials(
             deepcopy=False)), worker)
@@ -305,6 +189,27 @@ def _tune_studies(config, options, cells, storage_url: str, worker: int,
             time.sleep(min(heartbeat_s, 5))
             checkpoint()
     return given_up
+
+
+def _resume_stopped_trials(config, options, cells, storage,
+                           quiet: bool) -> None:
+    r"""Enqueues, once, the settings of each trial a signal stopped (see
+    :mod:`gnn_center.tune_resume`): from this one process, before any
+    worker starts, so that no two enqueue the same trial."""
+    for cell in cells:
+        name = study_name(config, options, cell)
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:  # not begun
+            continue
+        with experimental_ok():  # a killed run's trials hold no slot
+            optuna.storages.fail_stale_trials(study)
+        numbers = resume_stopped(
+            study, [p.name for p in options.space_for(cell.method)],
+            options.trials)
+        if numbers and not quiet:
+            print(f"{cell}: resuming the stopped trial(s) {numbers} with "
+                  f"their settings")
 
 
 def _run_workers(config, options, cells, storage_url: str, jobs: int,
@@ -390,6 +295,8 @@ def tune(config: ExperimentConfig, storage: Optional[str] = None,
     storage = storage or f"sqlite:///{(out / STORAGE_FILE).resolve()}"
     summary = TuneSummary([], [], [])
     try:
+        _resume_stopped_trials(config, options, study_cells(config),
+                               open_storage(storage, heartbeat_s), quiet)
         _run_workers(config, options, study_cells(config), storage, jobs,
                      heartbeat_s, quiet)
     except KeyboardInterrupt:
@@ -398,6 +305,9 @@ def tune(config: ExperimentConfig, storage: Optional[str] = None,
                             open_storage(storage, heartbeat_s))
     part = set(study_cells(config))
     summary.studies = [r for r in studies if r.cell in part]
+    for result in summary.studies:
+        if result.best:  # complete: no trial of it will resume
+            remove_study_checkpoints(out, result.name)
     (out / SUMMARY_FILE).write_text(summary_markdown(
         described, described_options, studies))
     summary.generated = write_generated(described, described_options,

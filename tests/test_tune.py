@@ -14,6 +14,7 @@ import torch
 from optuna.trial import TrialState
 
 from gnn_center import tune as tune_module
+from gnn_center import tune_objective
 from gnn_center.cli import build_parser, main
 from gnn_center.config import ConfigError, config_from_dict, load_config
 from gnn_center.data import load_dataset
@@ -251,7 +252,7 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tmp_path,
             raise RuntimeError("deliberate failure")
         return fit(*args, **kwargs)
 
-    monkeypatch.setattr(tune_module, "fit", flaky_fit)
+    monkeypatch.setattr(tune_objective, "fit", flaky_fit)
     config = config_from_dict(tiny(tmp_path))
     summary = tune(config, quiet=True)
     trials = trials_of(config)
@@ -272,7 +273,7 @@ def test_ctrl_c_keeps_finished_trials_and_rerun_continues(tmp_path,
             raise KeyboardInterrupt
         return fit(*args, **kwargs)
 
-    monkeypatch.setattr(tune_module, "fit", interrupted_fit)
+    monkeypatch.setattr(tune_objective, "fit", interrupted_fit)
     config = config_from_dict(tiny(tmp_path))
     summary = tune(config, quiet=True)
     assert summary.interrupted and not summary.final
@@ -281,13 +282,103 @@ def test_ctrl_c_keeps_finished_trials_and_rerun_continues(tmp_path,
                                          TrialState.FAIL]
     assert not (tmp_path / RESULTS_FILE).exists()
 
-    monkeypatch.setattr(tune_module, "fit", fit)
+    monkeypatch.setattr(tune_objective, "fit", fit)
     summary = tune(config, quiet=True)
     assert not summary.interrupted
     after = trials_of(config)
     assert after[0].params == trials[0].params
     assert [t.state for t in after[2:]] == [TrialState.COMPLETE]
     assert len(read_records(tmp_path / RESULTS_FILE)) == 2
+
+
+def test_a_stopped_trial_resumes_with_its_settings_to_the_same_value(
+        tmp_path, monkeypatch):
+    # Tuned on two seeds; the signal comes in the second seed of the
+    # second trial, after its first seed finished.
+    calls, found = [], []
+
+    def signalled_fit(*args, **kwargs):
+        calls.append(1)
+        found.append(kwargs["checkpoint"].path.exists())
+        if len(calls) == 4:
+            report = kwargs["on_epoch"]
+
+            def signal_then_report(epoch, val_acc):
+                if epoch == 5:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                report(epoch, val_acc)
+            kwargs["on_epoch"] = signal_then_report
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(tune_objective, "fit", signalled_fit)
+    config = config_from_dict(tiny(tmp_path / "a", seeds=[0, 1]))
+    assert tune(config, quiet=True).interrupted
+    stopped = trials_of(config)[1]
+    assert stopped.user_attrs["interrupted"] is True
+    assert sorted(stopped.intermediate_values)[-1] == 12 + 4
+
+    assert not tune(config, quiet=True).interrupted
+    trials = trials_of(config)
+    assert [t.state for t in trials] == [TrialState.COMPLETE,
+                                         TrialState.FAIL,
+                                         TrialState.COMPLETE]
+    resumed = trials[2]
+    assert resumed.params == stopped.params
+    assert resumed.user_attrs["resumes"] == 1
+    # Both seeds continued from the stopped trial's checkpoints, which are
+    # gone once the study is complete.
+    assert found[4:] == [True, True]
+    assert not list((tmp_path / "a" / "checkpoints").rglob("*.pt"))
+
+    # The same settings, never stopped, in a study of their own.
+    monkeypatch.setattr(tune_objective, "fit", fit)
+    alone = config_from_dict(tiny(tmp_path / "b", seeds=[0, 1], trials=1))
+    (tmp_path / "b").mkdir()
+    study = optuna.create_study(
+        study_name=study_name(alone, tune_options(alone),
+                              study_cells(alone)[0]),
+        storage=f"sqlite:///{tmp_path / 'b' / 'optuna.db'}",
+        direction="maximize")
+    study.enqueue_trial(stopped.params)
+    tune(alone, quiet=True)
+    reference = trials_of(alone)[0]
+    assert resumed.value == reference.value
+    assert resumed.intermediate_values == reference.intermediate_values
+
+    # Rerun once more: nothing is resumed twice.
+    tune(config, quiet=True)
+    assert len(trials_of(config)) == 3
+
+
+def test_resume_stopped_fills_open_slots_oldest_first_and_once():
+    from gnn_center.tune_resume import resume_stopped
+    distributions = {"lr": optuna.distributions.FloatDistribution(
+        1e-3, 1e-1, log=True)}
+    study = optuna.create_study(direction="maximize")
+
+    def add(state, lr=None, **user_attrs):
+        params = {} if lr is None else {"lr": lr}
+        study.add_trial(optuna.trial.create_trial(
+            state=state, value=0.5 if state == TrialState.COMPLETE else None,
+            params=params,
+            distributions=distributions if params else {},
+            user_attrs=user_attrs))
+
+    add(TrialState.COMPLETE, 0.01)
+    add(TrialState.FAIL, interrupted=True)  # stopped before its draw
+    add(TrialState.FAIL, 0.02, interrupted=True)
+    add(TrialState.FAIL, 0.03)  # an error: not resumed
+    add(TrialState.FAIL, 0.04, interrupted=True)
+    add(TrialState.FAIL, 0.05, interrupted=True)
+    assert resume_stopped(study, ["lr"], trials=3) == [2, 4]
+    waiting = study.get_trials(states=(TrialState.WAITING, ))
+    # Optuna keeps an enqueued trial's settings until it runs here.
+    assert [(t.system_attrs["fixed_params"], t.user_attrs)
+            for t in waiting] == [
+        ({"lr": 0.02}, {"resumes": 2}), ({"lr": 0.04}, {"resumes": 4})]
+    assert resume_stopped(study, ["lr"], trials=3) == []  # no slot left
+    assert resume_stopped(study, ["lr"], trials=4) == [5]
+    assert resume_stopped(study, ["lr"], trials=9) == []  # each once
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -307,7 +398,7 @@ def test_a_signal_stops_a_trial_at_its_next_epoch_as_no_failure(
             kwargs["on_epoch"] = signal_then_report
         return fit(*args, **kwargs)
 
-    monkeypatch.setattr(tune_module, "fit", signalled_fit)
+    monkeypatch.setattr(tune_objective, "fit", signalled_fit)
     config = config_from_dict(tiny(tmp_path, trials=4))
     before = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
     summary = tune(config, quiet=True)
@@ -323,7 +414,7 @@ def test_a_signal_stops_a_trial_at_its_next_epoch_as_no_failure(
     assert [signal.getsignal(s)
             for s in (signal.SIGINT, signal.SIGTERM)] == before
     assert summary.studies[0].counts["stopped"] == 1
-    monkeypatch.setattr(tune_module, "fit", fit)
+    monkeypatch.setattr(tune_objective, "fit", fit)
     assert not tune(config, quiet=True).interrupted
     # tune.md lists the stopped trial apart from failed ones.
     lines = (tmp_path / "tune.md").read_text().split("\n")
@@ -340,7 +431,8 @@ def test_a_trial_beyond_the_count_runs_nothing_and_waits(tmp_path,
                                                          monkeypatch):
     # Two workers asked for the last slot at once: the later trial must not
     # train, and the study waits for the earlier one instead of adding more.
-    monkeypatch.setattr(tune_module, "fit", None)  # any training would fail
+    # Any training would fail.
+    monkeypatch.setattr(tune_objective, "fit", None)
     config = config_from_dict(tiny(tmp_path))
     options = tune_options(config)
     cell = study_cells(config)[0]
@@ -350,8 +442,8 @@ def test_a_trial_beyond_the_count_runs_nothing_and_waits(tmp_path,
     study.tell(study.ask(), 0.5)
     study.ask()  # the other worker's trial, still running
     late = study.ask()
-    with pytest.raises(tune_module.SurplusTrial):
-        tune_module.Objective(config, options, cell, heartbeat=True)(late)
+    with pytest.raises(tune_objective.SurplusTrial):
+        tune_objective.Objective(config, options, cell, heartbeat=True)(late)
     assert late.params == {}
     study.tell(late, state=TrialState.FAIL)
     assert tune_module._advance_study(config, options, cell, storage, 0,
@@ -381,11 +473,11 @@ def test_pruner_stops_a_hopeless_trial(tmp_path):
 
 DRIVER = r"""
 import json, os, signal, sys
-from gnn_center import records, tune
+from gnn_center import records, tune, tune_objective
 from gnn_center.config import config_from_dict
 
 kill_at = os.environ.get("KILL_AT", "")
-fit, append, calls = tune.fit, records.append_record, []
+fit, append, calls = tune_objective.fit, records.append_record, []
 
 def fit_then_die(*args, **kwargs):
     # Dies in the first epoch of the second trial: a trial left RUNNING.
@@ -399,7 +491,8 @@ def append_then_die(path, record):
     if kill_at == "final":
         os.kill(os.getpid(), signal.SIGKILL)
 
-tune.fit, records.append_record = fit_then_die, append_then_die
+tune_objective.fit, records.append_record = fit_then_die, \
+    append_then_die
 config = config_from_dict(json.loads(sys.argv[1]))
 tune.tune(config, quiet=True, heartbeat_s=1)
 """

@@ -6,7 +6,11 @@ Every (dataset, method, depth, seed) cell of a config is one
 Ctrl-C loses only the runs in progress. Running the same sweep again skips
 the cells whose key (a hash of all their settings) is already in the file;
 a line cut short by a crash is ignored. Runs that raise are written to
-``errors.jsonl`` and retried on the next invocation.
+``errors.jsonl`` and retried on the next invocation. On this machine's
+executors a run in progress keeps a checkpoint of its training
+(``<output_dir>/checkpoints/runs/<key>.pt``, every 20 epochs and at a
+Ctrl-C between epochs) until its record is stored, so a rerun continues
+it where it stopped, to the same record.
 
 Before the first run, :func:`run_sweep` locks the output folder (one sweep
 per folder), checks that it can be written and loads each dataset once.
@@ -16,6 +20,7 @@ this process (:func:`run_here`), in a local process pool
 (:mod:`gnn_center.ray_backend`).
 """
 import traceback
+from functools import partial
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +31,7 @@ from tqdm.auto import tqdm
 from gnn_center import local_pool
 from gnn_center.config import ExperimentConfig
 from gnn_center.data import load_dataset
+from gnn_center.fit_checkpoint import FitCheckpoint
 from gnn_center.interrupts import interrupts_deferred
 from gnn_center.records import (  # noqa: F401 - read_records: the API
     ERRORS_FILE, RESULTS_FILE, Cell, ResultsNotSaved, UsageError,
@@ -65,11 +71,20 @@ def _epoch_reporter(cell: Cell) -> Optional[Callable[[int, float], None]]:
         TrainOptions(**cell.train_options).max_epochs)
 
 
+def run_checkpoint(output_dir: Path, key: str) -> FitCheckpoint:
+    r"""Where the run of the cell with ``key`` keeps its progress until its
+    record is stored."""
+    return FitCheckpoint(Path(output_dir) / "checkpoints" / "runs" /
+                         f"{key}.pt")
+
+
 def run_cell(cell: Cell, root: Optional[str] = None,
-             layer_metrics: bool = True,
-             progress: bool = False) -> Dict[str, Any]:
+             layer_metrics: bool = True, progress: bool = False,
+             output_dir: Optional[Path] = None) -> Dict[str, Any]:
     r"""Runs one cell; an exception becomes a record with
-    ``status="error"`` instead of ending the sweep."""
+    ``status="error"`` instead of ending the sweep. With ``output_dir``,
+    the run continues from the checkpoint a stopped run of the same cell
+    left there (:func:`run_checkpoint`)."""
     try:
         record = run(cell.dataset, cell.base_method, cell.num_layers,
                      cell.seed,
@@ -78,7 +93,9 @@ def run_cell(cell: Cell, root: Optional[str] = None,
                      train_options=TrainOptions(**cell.train_options),
                      record_layer_metrics=layer_metrics, progress=progress,
                      task=_task_for(cell, root),
-                     on_epoch=_epoch_reporter(cell))
+                     on_epoch=_epoch_reporter(cell),
+                     checkpoint=None if output_dir is None
+                     else run_checkpoint(output_dir, cell.key))
     except Exception as err:  # noqa: BLE001 - recorded, not swallowed
         record = dict(dataset=cell.dataset, method=cell.method,
                       num_layers=cell.num_layers, seed=cell.seed,
@@ -138,6 +155,7 @@ class Store:
     def __init__(self, config_name: str, summary: SweepSummary,
                  bar: Optional[tqdm] = None):
         self.config_name, self.summary, self.bar = config_name, summary, bar
+        self.output_dir = summary.results_path.parent
         self.kept: Dict[Path, Path] = {}  # fallback file -> its target
         self.error: Optional[OSError] = None
 
@@ -168,6 +186,8 @@ class Store:
         else:
             summary.finished += 1
             summary.diverged += record.get("status") == "diverged"
+            if kept is None:  # stored: its run will not be resumed
+                run_checkpoint(self.output_dir, record["key"]).remove()
         if self.bar is not None:
             self.bar.update()
 
@@ -185,7 +205,8 @@ def run_here(cells: List[Cell], store: Store, root: Optional[str],
     r"""Runs the cells one after the other in this process (with an epoch
     bar on a terminal)."""
     for cell in cells:
-        store(run_cell(cell, root, layer_metrics, progress=progress))
+        store(run_cell(cell, root, layer_metrics, progress=progress,
+                       output_dir=store.output_dir))
 
 
 def run_sweep(config: ExperimentConfig, jobs: int = 1,
@@ -242,7 +263,8 @@ def run_sweep(config: ExperimentConfig, jobs: int = 1,
                          progress)
             else:
                 _TASKS.clear()  # the workers load their own
-                local_pool.run_in_processes(run_cell, todo, store,
+                local_pool.run_in_processes(
+                    partial(run_cell, output_dir=out), todo, store,
                                             config.root,
                                             config.layer_metrics, jobs, bar)
         except KeyboardInterrupt:

@@ -374,14 +374,14 @@ def run(dataset: str, method: str, num_layers: int, seed: int = 0, *,
         train_options: Optional[TrainOptions] = None,
         record_layer_metrics: bool = True, progress: bool = False,
         task: Optional[NodeTask] = None,
-        on_epoch: Optional[Callable[[int, float], None]] = None
-        ) -> Dict[str, Any]:
+        on_epoch: Optional[Callable[[int, float], None]] = None,
+        checkpoint: Optional[FitCheckpoint] = None) -> Dict[str, Any]:
     r"""One (dataset, method, depth, seed) run. Returns a record with the
     settings, the metrics at the best validation epoch, cost figures and,
     unless ``record_layer_metrics=False``, the per-layer oversmoothing
     measures of the selected model. ``task`` skips loading when the caller
     already holds the dataset (it must match ``dataset`` and
-    ``data_options``). ``on_epoch`` goes to :func:`fit`."""
+    ``data_options``). ``on_epoch`` and ``checkpoint`` go to :func:`fit`."""
     data_options = dict(data_options or {})
     model_options = dict(model_options or {})
     train_options = train_options or TrainOptions()
@@ -395,7 +395,7 @@ def run(dataset: str, method: str, num_layers: int, seed: int = 0, *,
                         num_layers, **model_options)
     result = fit(model, task, train_options, progress=progress,
                  desc=f"{task.name} {method} L={num_layers} seed={seed}",
-                 on_epoch=on_epoch)
+                 on_epoch=on_epoch, checkpoint=checkpoint)
 
     record: Dict[str, Any] = dict(
         dataset=task.name, split=task.split, method=method,

@@ -19,7 +19,8 @@ from gnn_center.records import ERRORS_FILE, RESULTS_FILE, read_records
 SLOW_PID_FILE = "GNN_CENTER_TEST_SLOW_PID_FILE"
 
 
-def _fake_cell(cell, root=None, layer_metrics=True, progress=False):
+def _fake_cell(cell, root=None, layer_metrics=True, progress=False,
+               output_dir=None):
     # Runs in a worker process (imported from this module by reference).
     # Seed 1 stands for a run of many minutes; seed 0 finishes once seed 1
     # is running, so that one run is always in flight.
@@ -146,7 +147,8 @@ def test_interrupt_while_storing_in_one_process(
         tmp_path / "out" / RESULTS_FILE)] == [0]
 
 
-def _quick_cell(cell, root=None, layer_metrics=True, progress=False):
+def _quick_cell(cell, root=None, layer_metrics=True, progress=False,
+                output_dir=None):
     return dict(dataset=cell.dataset, method=cell.method,
                 base_method=cell.base_method, num_layers=cell.num_layers,
                 seed=cell.seed, status="ok", test_acc=0.5, key=cell.key)
@@ -289,3 +291,56 @@ def test_workers_report_the_epochs_of_runs_in_flight():
     shown.update()
     assert shown.epochs == {}
     bar.close()
+
+
+def test_a_stopped_run_continues_from_its_checkpoint_to_the_same_record(
+        tmp_path, monkeypatch):
+    import torch
+
+    from gnn_center import train
+
+    def config(folder):
+        return config_from_dict(dict(
+            datasets=["csbm"], methods=["dropedge"], depths=[3],
+            seeds=[0, 1], layer_metrics=False, output_dir=str(folder),
+            data=dict(num_nodes=120, feature_dim=8),
+            model=dict(hidden_channels=8),
+            train=dict(max_epochs=30, patience=30, device="cpu")))
+
+    sweep.run_sweep(config(tmp_path / "whole"), progress=False)
+    whole = read_records(tmp_path / "whole" / RESULTS_FILE)
+
+    fit, calls = train.fit, []
+
+    def stopped_fit(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # Ctrl-C after epoch 12 of the second run
+
+            def stop(epoch, val_acc):
+                if epoch == 12:
+                    raise KeyboardInterrupt
+            kwargs["on_epoch"] = stop
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(train, "fit", stopped_fit)
+    stopped = config(tmp_path / "stopped")
+    summary = sweep.run_sweep(stopped, progress=False)
+    assert summary.interrupted and summary.finished == 1
+
+    found = []
+
+    def resumed_fit(*args, **kwargs):
+        state = kwargs["checkpoint"].load(torch.device("cpu"))
+        found.append(state and state["progress"]["next_epoch"])
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(train, "fit", resumed_fit)
+    assert sweep.run_sweep(stopped, progress=False).finished == 1
+    assert found == [13]
+    rerun = read_records(tmp_path / "stopped" / RESULTS_FILE)
+    for a, b in zip(whole, rerun):
+        for key in ("key", "best_epoch", "epochs_run", "val_acc",
+                    "test_acc", "val_loss"):
+            assert a[key] == b[key], key
+    # Each checkpoint goes once its record is stored.
+    assert not list((tmp_path / "stopped").rglob("*.pt"))

@@ -5,19 +5,30 @@ epochs, when a signal stops it and when it ends: the model's and the
 optimizer's states, the model selection so far, the random-number states
 and the validation accuracy of every epoch. A later :func:`fit` given the
 same checkpoint continues from it and ends with what the uninterrupted run
-would have given, bit for bit; given the checkpoint of a finished run, it
-returns that run's result without training. A process killed outright
-(``SIGKILL``, out of memory) loses only the epochs since the last save.
+would have given: bit for bit on the CPU, and on CUDA as far as its kernels
+repeat themselves (scatter sums in atomics may not). Given the checkpoint
+of a finished run, it returns that run's result without training. A
+process killed outright (``SIGKILL``, out of memory) loses only the epochs
+since the last save.
 
-Writes are atomic (a new file, then a rename), so a kill during a write
-leaves the previous checkpoint whole.
+The checkpoint records what the continuation depends on besides the model:
+the training options, the device kind, the thread count (the order of
+sums) and the versions of torch and gnn_center; one saved under others is
+set aside with a warning, and the run starts over. Writes are atomic and
+synced (a new file, then a rename), so a crash during a write leaves the
+previous checkpoint whole.
 """
 import os
+import tempfile
+import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import torch
+
+import gnn_center
 
 #: Bumped when the saved layout changes, so that an old file is refused
 #: with a clear error instead of being misread.
@@ -47,11 +58,11 @@ class FitCheckpoint:
 
     def load(self, device: torch.device) -> Optional[Dict[str, Any]]:
         r"""The saved state on ``device``, or None when there is none."""
-        if not self.path.exists():
-            return None
         try:
             state = torch.load(self.path, map_location=device,
                                weights_only=True)
+        except FileNotFoundError:
+            return None  # none saved, or removed by a run that finished
         except Exception as err:
             # torch's own message (chained below) is long and suggests
             # unsafe loading; the fix here is to start over.
@@ -68,11 +79,20 @@ class FitCheckpoint:
 
     def save(self, state: Dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # A name of this process's own, so that two processes never write
-        # the same temporary file.
-        partial = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        torch.save(dict(state, format=FORMAT), partial)
-        os.replace(partial, self.path)
+        # A file of this write's own beside the target (the rename must
+        # stay on one file system), synced before it replaces the target,
+        # so that a crash leaves the old checkpoint or the new one, whole.
+        handle, partial = tempfile.mkstemp(dir=self.path.parent,
+                                           prefix=f".{self.path.name}.")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                torch.save(dict(state, format=FORMAT), file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(partial, self.path)
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)
+            raise
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -102,3 +122,73 @@ def restore(state: Dict[str, Any], model, optimizer, best, progress,
     torch.set_rng_state(state["rng"].cpu())
     if "cuda_rng" in state:
         torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+
+
+def fingerprint(options, device: torch.device) -> Dict[str, Any]:
+    r"""What must match for a resumed run to equal the uninterrupted one:
+    the training options (a dataclass), the device kind, the thread count
+    (the order of sums) and the versions."""
+    return dict(options=asdict(options), device=device.type,
+                threads=torch.get_num_threads(),
+                torch=str(torch.__version__),  # a str subclass
+                gnn_center=gnn_center.__version__)
+
+
+class CheckpointSaver:
+    r"""A fit's checkpoint (or none, and then it does nothing): loads it if
+    it was saved under the same fingerprint, puts the state back, and saves
+    it with the time and memory figures up to now (``parts``: the model,
+    optimizer, model selection, progress and device of the fit)."""
+
+    def __init__(self, checkpoint, fingerprint, model, optimizer, best,
+                 done, device):
+        self.checkpoint, self.fingerprint = checkpoint, fingerprint
+        self.parts = (model, optimizer, best, done, device)
+        self.started, self.elapsed_before = time.perf_counter(), 0.0
+
+    def load(self) -> Optional[Dict[str, Any]]:
+        if self.checkpoint is None:
+            return None
+        state = self.checkpoint.load(self.parts[-1])
+        if state is not None and state.get("fingerprint") != self.fingerprint:
+            saved = state.get("fingerprint") or {}
+            changed = sorted(key for key in self.fingerprint
+                             if saved.get(key) != self.fingerprint[key])
+            warnings.warn(f"{self.checkpoint.path}: saved with other "
+                          f"{', '.join(changed)}, so resuming would not give "
+                          f"the same run; training from the start")
+            return None
+        return state
+
+    def restore(self, state) -> None:
+        try:
+            restore(state, *self.parts)
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise ValueError(
+                f"{self.checkpoint.path}: does not fit this model or "
+                f"optimizer ({err}); delete it to train this run from the "
+                f"start") from err
+
+    def start(self, started: float) -> None:
+        self.started, self.elapsed_before = started, self.parts[3].elapsed
+
+    def stamp(self) -> None:
+        done, device = self.parts[3], self.parts[4]
+        done.elapsed = self.elapsed_before + time.perf_counter() \
+            - self.started
+        if device.type == "cuda":
+            done.peak_memory_mb = max(
+                done.peak_memory_mb or 0.0,
+                torch.cuda.max_memory_allocated(device) / 2**20)
+
+    def save(self) -> None:
+        if self.checkpoint is not None:
+            self.stamp()
+            self.checkpoint.save(dict(snapshot(*self.parts),
+                                      fingerprint=self.fingerprint))
+
+    def save_result(self, result) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint.save(dict(
+                result=result.summary(), best_state=result.best_state,
+                progress=asdict(self.parts[3]), fingerprint=self.fingerprint))

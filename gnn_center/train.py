@@ -29,7 +29,9 @@ from tqdm.auto import tqdm
 from gnn_center.data import NodeTask, load_dataset
 from gnn_center.denormals import flushing_denormals
 from gnn_center.environment import environment
-from gnn_center.fit_checkpoint import FitCheckpoint, restore, snapshot
+from gnn_center.fit_checkpoint import (CheckpointSaver, FitCheckpoint,
+                                      fingerprint)
+from gnn_center.interrupts import interrupts_deferred
 from gnn_center.metrics import layer_metrics
 from gnn_center.nn import build_model
 from gnn_center.saved_memory import SavedMemory
@@ -191,6 +193,7 @@ class _Progress:
     train_time: float = 0.0
     elapsed: float = 0.0
     saved_bytes: int = 0
+    peak_memory_mb: Optional[float] = None  # CUDA's, over every part
     #: The validation accuracy of every epoch so far, which a resumed fit
     #: passes to ``on_epoch`` again (a tuner's pruner needs them all).
     val_accs: List[float] = field(default_factory=list)
@@ -238,11 +241,13 @@ def fit(model: torch.nn.Module, task: NodeTask,
 
     With a ``checkpoint`` (:class:`~gnn_center.fit_checkpoint.
     FitCheckpoint`), the run saves its progress there every
-    ``checkpoint.every`` epochs, when an interrupt stops it and when it
-    ends; called again with the same model, task, options and
-    checkpoint, it first calls ``on_epoch`` for every epoch already run,
-    then continues (or returns the finished run's result) with the result
-    the uninterrupted run would have had, bit for bit."""
+    ``checkpoint.every`` epochs, when Ctrl-C or SIGTERM stops it (at the
+    end of the epoch in progress) and when it ends; called again with the
+    same model, task, options and checkpoint, it first calls ``on_epoch``
+    for every epoch already run, then continues to the result the
+    uninterrupted run would have had (bit for bit on the CPU). For a
+    finished run it returns the saved result at once, and ``model`` keeps
+    the weights it came with (load ``result.best_state``)."""
     options = options or TrainOptions()
     device = resolve_device(options.device)
     with flushing_denormals(device.type == "cpu" and options.flush_denormal):
@@ -252,48 +257,46 @@ def fit(model: torch.nn.Module, task: NodeTask,
 
 def _fit(model, task, options, device, progress, desc, on_epoch,
          checkpoint) -> FitResult:
+    start = time.perf_counter()
     data = task.data.to(device)
     model = model.to(device)
     optimizer = _optimizer(model, options)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     best, done = _BestEpoch(), _Progress()
-    state = checkpoint.load(device) if checkpoint is not None else None
+    saver = CheckpointSaver(checkpoint, fingerprint(options, device),
+                            model, optimizer, best, done, device)
+    state = saver.load()
     if state is not None:
         for epoch, val_acc in enumerate(state["progress"]["val_accs"]):
             if on_epoch is not None:
                 on_epoch(epoch, val_acc)
-        if "result" in state:  # a finished run
+        if "result" in state:  # a finished run; the model is not trained
             return FitResult(**state["result"],
                              best_state=state["best_state"])
-        restore(state, model, optimizer, best, done, device)
-    start = time.perf_counter()
+        saver.restore(state)
+        del state  # before the peak memory is measured
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    saver.start(start)
     status, error = _epochs(model, task, options, device, optimizer, data,
-                            best, done, progress, desc, on_epoch, checkpoint,
-                            start)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 \
-        if device.type == "cuda" else None
+                            best, done, progress, desc, on_epoch, saver)
+    saver.stamp()
     result = FitResult(
         status=status, error=error, best_epoch=best.epoch,
         epochs_run=done.epochs_run,
         time_per_epoch_s=done.train_time / max(done.epochs_run, 1),
-        total_time_s=done.elapsed + time.perf_counter() - start,
+        total_time_s=done.elapsed,
         activation_memory_mb=done.saved_bytes / 2**20 or None,
-        peak_memory_mb=peak, device=str(device), best_state=best.state,
-        **best.metrics)
-    if checkpoint is not None:
-        checkpoint.save(dict(result=result.summary(),
-                             best_state=result.best_state,
-                             progress=asdict(done)))
+        peak_memory_mb=done.peak_memory_mb, device=str(device),
+        best_state=best.state, **best.metrics)
+    saver.save_result(result)
     return result
 
 
 def _epochs(model, task, options, device, optimizer, data, best, done,
-            progress, desc, on_epoch, checkpoint, start):
+            progress, desc, on_epoch, saver):
     r"""The training loop from ``done.next_epoch``; returns the status and
-    the error. An interrupt (Ctrl-C) saves the checkpoint if it came
-    between epochs, where the state is whole; one inside a step leaves the
-    last saved checkpoint as it is."""
+    the error. With a checkpoint, a Ctrl-C or SIGTERM inside an epoch waits
+    for its end, and stops the run with the state saved."""
     bar = tqdm(range(done.next_epoch, options.max_epochs), desc=desc,
                initial=done.next_epoch, total=options.max_epochs,
                # Epoch bars only on a terminal (disable=None): in logs
@@ -302,30 +305,34 @@ def _epochs(model, task, options, device, optimizer, data, best, done,
                dynamic_ncols=True)
     inputs = (model_input(model, data.x), data.edge_index,
               getattr(data, "edge_weight", None))
-    whole = True
+    holding = interrupts_deferred if saver.checkpoint is not None \
+        else contextlib.nullcontext
+    whole = True  # whether the state is that of a finished epoch
     try:
         for epoch in bar:
+            # Checked first, so that a run saved at the epoch that ended
+            # it ends when resumed too.
+            if best.bad_epochs >= options.patience:
+                break
             whole = False
-            status, error, loss = _epoch(model, task, device, optimizer,
-                                         inputs, data, best, done, epoch)
+            with holding():
+                status, error, loss = _epoch(model, task, device, optimizer,
+                                             inputs, data, best, done, epoch)
+                whole = True  # a signal held back is raised after this
             if status != "ok":
                 return status, error
-            whole = True
-            if checkpoint is not None and checkpoint.due(epoch):
-                checkpoint.save(snapshot(model, optimizer, best, done,
-                                         device))
+            if saver.checkpoint is not None \
+                    and saver.checkpoint.due(epoch):
+                saver.save()
             if on_epoch is not None:
                 on_epoch(epoch, done.val_accs[-1])
             if progress:
                 bar.set_postfix(loss=f"{loss:.3f}",
                                 val=f"{done.val_accs[-1]:.3f}",
                                 best=f"{best.val_acc:.3f}@{best.epoch}")
-            if best.bad_epochs >= options.patience:
-                break
     except KeyboardInterrupt:
-        if checkpoint is not None and whole:
-            done.elapsed += time.perf_counter() - start
-            checkpoint.save(snapshot(model, optimizer, best, done, device))
+        if whole:  # not raised inside a step (only signals are held back)
+            saver.save()
         raise
     finally:
         bar.close()

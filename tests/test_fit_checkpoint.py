@@ -1,3 +1,6 @@
+import os
+import signal
+
 import pytest
 import torch
 from torch_geometric import seed_everything
@@ -93,6 +96,73 @@ def test_a_stopped_fit_continues_to_the_uninterrupted_result(
     assert first_seen == whole_seen[:9 if stop == "signal in a step" else 10]
 
 
+def test_a_run_stopped_at_the_epoch_that_ends_it_ends_when_resumed(
+        tmp_path, task):
+    # Early stopping: the run's last epoch is the one where patience runs
+    # out; stopped right after it, the resumed run must not train on.
+    options = TrainOptions(max_epochs=200, patience=5, device="cpu")
+    whole_model, whole_seen = model_for(task, "dropedge"), []
+    whole = fit(whole_model, task, options,
+                on_epoch=lambda e, a: whole_seen.append((e, a)))
+    assert whole.epochs_run < options.max_epochs
+    checkpoint = FitCheckpoint(tmp_path / "run.pt", every=100)
+    with pytest.raises(KeyboardInterrupt):
+        fit(model_for(task, "dropedge"), task, options,
+            checkpoint=checkpoint, on_epoch=stopping_at(
+                whole.epochs_run - 1, [], KeyboardInterrupt()))
+    resumed_model, resumed_seen = model_for(task, "dropedge"), []
+    resumed = fit(resumed_model, task, options, checkpoint=checkpoint,
+                  on_epoch=lambda e, a: resumed_seen.append((e, a)))
+    assert_same_run(whole, resumed, whole_model, resumed_model)
+    assert resumed_seen == whole_seen
+
+
+def test_a_signal_inside_a_step_stops_the_run_at_the_epoch_end(
+        tmp_path, task):
+    # The signal comes in the forward pass of the 10th training step (epoch
+    # 9): it is held back until that epoch ends, and the state is saved.
+    whole_model = model_for(task, "dropedge")
+    whole = fit(whole_model, task, OPTIONS)
+    model, steps = model_for(task, "dropedge"), []
+    forward = model.forward
+
+    def signalled_forward(*args, **kwargs):
+        steps.append(model.training)
+        if sum(steps) == 10 and model.training:
+            os.kill(os.getpid(), signal.SIGINT)
+        return forward(*args, **kwargs)
+
+    model.forward = signalled_forward
+    checkpoint = FitCheckpoint(tmp_path / "run.pt", every=100)
+    seen = []
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, task, OPTIONS, checkpoint=checkpoint,
+            on_epoch=lambda e, a: seen.append(e))
+    assert seen == list(range(9))  # on_epoch(9) never came
+    saved = checkpoint.load(torch.device("cpu"))
+    assert saved["progress"]["next_epoch"] == 10
+    resumed_model = model_for(task, "dropedge")
+    resumed = fit(resumed_model, task, OPTIONS, checkpoint=checkpoint)
+    assert_same_run(whole, resumed, whole_model, resumed_model)
+
+
+def test_a_checkpoint_of_other_options_is_set_aside(tmp_path, task):
+    checkpoint = FitCheckpoint(tmp_path / "run.pt", every=100)
+    with pytest.raises(KeyboardInterrupt):
+        fit(model_for(task, "dropedge"), task, OPTIONS,
+            checkpoint=checkpoint,
+            on_epoch=stopping_at(9, [], KeyboardInterrupt()))
+    other = TrainOptions(max_epochs=24, patience=24, device="cpu", lr=0.05)
+    fresh_model = model_for(task, "dropedge")
+    fresh = fit(fresh_model, task, other)
+    model = model_for(task, "dropedge")
+    with pytest.warns(UserWarning, match=r"run.pt: saved with other "
+                      r"options, so resuming would not give the same run; "
+                      r"training from the start"):
+        result = fit(model, task, other, checkpoint=checkpoint)
+    assert_same_run(fresh, result, fresh_model, model)
+
+
 def test_a_finished_checkpoint_returns_its_result_without_training(
         tmp_path, task):
     checkpoint = FitCheckpoint(tmp_path / "run.pt")
@@ -147,3 +217,5 @@ def test_a_killed_write_leaves_the_previous_checkpoint_whole(
     monkeypatch.undo()
     saved = checkpoint.load(torch.device("cpu"))
     assert saved["progress"]["next_epoch"] == 3
+    # The partial file of the failed write is gone.
+    assert [p.name for p in tmp_path.iterdir()] == ["run.pt"]

@@ -165,6 +165,19 @@ class _InterruptWithoutTraceback(logging.Filter):
 _INTERRUPT_WITHOUT_TRACEBACK = _InterruptWithoutTraceback()
 
 
+def _without_repeats(log):
+    r"""``log``, but a line the same as the one before is left out (a
+    worker waiting for others' trials would repeat it every few seconds,
+    for hours)."""
+    last = [None]
+
+    def log_new(text: str) -> None:
+        if text != last[0]:
+            last[0] = text
+            log(text)
+    return log_new
+
+
 def _tune_studies(config, options, cells, storage_url: str, worker: int,
                   heartbeat_s: int, quiet: bool) -> List[str]:
     r"""A worker: advances every study until each is complete or given
@@ -173,7 +186,7 @@ def _tune_studies(config, options, cells, storage_url: str, worker: int,
     # The logger of Optuna's trial loop, which logs each failed trial.
     logging.getLogger("optuna.study._optimize").addFilter(
         _INTERRUPT_WITHOUT_TRACEBACK)
-    log = (lambda text: None) if quiet else print  # noqa: E731
+    log = (lambda text: None) if quiet else _without_repeats(print)
     storage = open_storage(storage_url, heartbeat_s)
     pending, given_up = list(cells), []
     while pending:
@@ -206,7 +219,7 @@ def _resume_stopped_trials(config, options, cells, storage,
             optuna.storages.fail_stale_trials(study)
         numbers = resume_stopped(
             study, [p.name for p in options.space_for(cell.method)],
-            options.trials)
+            options.trials, has_heartbeat(storage))
         if numbers and not quiet:
             print(f"{cell}: resuming the stopped trial(s) {numbers} with "
                   f"their settings")

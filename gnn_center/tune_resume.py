@@ -61,18 +61,22 @@ def remove_study_checkpoints(output_dir: Path, study_name: str) -> None:
 
 
 def resume_stopped(study: optuna.Study, parameter_names: Iterable[str],
-                   trials: int) -> List[int]:
+                   trials: int, heartbeat: bool = True) -> List[int]:
     r"""Enqueues the settings of each trial of ``study`` that a signal
     stopped and no later trial resumes yet, oldest first, as many as the
     study still has open slots for (of ``trials``); returns the numbers of
-    the trials resumed. Call it from one process: two calls at once could
-    enqueue a trial twice (the later copy then runs nothing, as a trial
-    beyond the count)."""
+    the trials resumed. A running trial holds a slot only with a storage
+    that has heartbeats (``heartbeat``; without them a killed trial stays
+    RUNNING for ever, and the workers do not count it either). Call it
+    from one process: two calls at once could enqueue a trial twice."""
     names = set(parameter_names)
     existing = study.get_trials(deepcopy=False)
     resumed = {t.user_attrs.get("resumes") for t in existing}
+    holding = _HOLDING_A_SLOT if heartbeat else tuple(
+        state for state in _HOLDING_A_SLOT
+        if state != optuna.trial.TrialState.RUNNING)
     counted = sum(1 for t in existing if not t.user_attrs.get("surplus")
-                  and t.state in _HOLDING_A_SLOT)
+                  and t.state in holding)
     stopped = [t for t in existing
                if t.user_attrs.get("interrupted") and t.number not in resumed
                # One stopped before its settings were drawn has none.

@@ -379,6 +379,15 @@ def test_resume_stopped_fills_open_slots_oldest_first_and_once():
     assert resume_stopped(study, ["lr"], trials=3) == []  # no slot left
     assert resume_stopped(study, ["lr"], trials=4) == [5]
     assert resume_stopped(study, ["lr"], trials=9) == []  # each once
+    # A running trial holds a slot only where heartbeats can fail it.
+    running = optuna.create_study(direction="maximize")
+    running.add_trial(optuna.trial.create_trial(
+        state=TrialState.FAIL, params={"lr": 0.02},
+        distributions=distributions, user_attrs={"interrupted": True}))
+    running.enqueue_trial({"lr": 0.03})
+    running.ask()  # the enqueued trial, now RUNNING
+    assert resume_stopped(running, ["lr"], trials=1) == []
+    assert resume_stopped(running, ["lr"], trials=1, heartbeat=False) == [0]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -449,6 +458,16 @@ def test_a_trial_beyond_the_count_runs_nothing_and_waits(tmp_path,
     assert tune_module._advance_study(config, options, cell, storage, 0,
                                       lambda text: None) is False
     assert len(study.get_trials()) == 3
+
+
+def test_a_waiting_worker_logs_its_wait_once_not_every_few_seconds():
+    lines = []
+    log = tune_module._without_repeats(lines.append)
+    for text in ["trial 3 complete", "waiting", "waiting", "waiting",
+                 "trial 4 complete", "waiting"]:
+        log(text)
+    assert lines == ["trial 3 complete", "waiting", "trial 4 complete",
+                     "waiting"]
 
 
 def test_pruner_stops_a_hopeless_trial(tmp_path):

@@ -8,9 +8,10 @@ the cells whose key (a hash of all their settings) is already in the file;
 a line cut short by a crash is ignored. Runs that raise are written to
 ``errors.jsonl`` and retried on the next invocation. On this machine's
 executors a run in progress keeps a checkpoint of its training
-(``<output_dir>/checkpoints/runs/<key>.pt``, every 20 epochs and at a
-Ctrl-C between epochs) until its record is stored, so a rerun continues
-it where it stopped, to the same record.
+(``<output_dir>/checkpoints/runs/<key>.pt``: every 20 epochs, and in
+this process also at Ctrl-C or SIGTERM, at the end of the epoch in
+progress) until its record is stored, so a rerun continues it where it
+stopped, to the same record.
 
 Before the first run, :func:`run_sweep` locks the output folder (one sweep
 per folder), checks that it can be written and loads each dataset once.
@@ -76,6 +77,18 @@ def run_checkpoint(output_dir: Path, key: str) -> FitCheckpoint:
     record is stored."""
     return FitCheckpoint(Path(output_dir) / "checkpoints" / "runs" /
                          f"{key}.pt")
+
+
+def drop_stale_checkpoints(output_dir: Path, finished: set) -> None:
+    r"""Removes the checkpoints of runs whose record is stored (kept when
+    storing it failed, and appended by hand since) and the partial files of
+    writes a kill cut short. Call it holding the folder's lock."""
+    folder = run_checkpoint(output_dir, "x").path.parent
+    for path in folder.glob("*.pt"):
+        if path.stem in finished:
+            path.unlink(missing_ok=True)
+    for partial in folder.glob(".*.pt.*"):
+        partial.unlink(missing_ok=True)
 
 
 def run_cell(cell: Cell, root: Optional[str] = None,
@@ -243,6 +256,7 @@ def run_sweep(config: ExperimentConfig, jobs: int = 1,
     check_writable(out, RESULTS_FILE, ERRORS_FILE)
     with lock_folder(out, wait=wait_for_lock):
         finished = {r.get("key") for r in read_records(results_path)}
+        drop_stale_checkpoints(out, finished)
         cells = list(config.cells())
         todo = [cell for cell in cells if cell.key not in finished]
         summary = SweepSummary(total=len(cells),

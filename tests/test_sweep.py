@@ -343,4 +343,13 @@ def test_a_stopped_run_continues_from_its_checkpoint_to_the_same_record(
                     "test_acc", "val_loss"):
             assert a[key] == b[key], key
     # Each checkpoint goes once its record is stored.
-    assert not list((tmp_path / "stopped").rglob("*.pt"))
+    assert not list((tmp_path / "stopped").rglob("*.pt*"))
+    # What a failed store and a killed write leave behind goes at the next
+    # sweep's start.
+    folder = sweep.run_checkpoint(tmp_path / "stopped", "x").path.parent
+    left = [folder / f"{whole[0]['key']}.pt", folder / ".abc.pt.x1y2"]
+    unfinished = folder / "0123456789abcdef.pt"
+    for path in left + [unfinished]:
+        path.write_bytes(b"")
+    sweep.run_sweep(stopped, progress=False)
+    assert list(folder.iterdir()) == [unfinished]

@@ -141,10 +141,11 @@ class CheckpointSaver:
     optimizer, model selection, progress and device of the fit)."""
 
     def __init__(self, checkpoint, fingerprint, model, optimizer, best,
-                 done, device):
+                 done, device, started: float):
         self.checkpoint, self.fingerprint = checkpoint, fingerprint
         self.parts = (model, optimizer, best, done, device)
-        self.started, self.elapsed_before = time.perf_counter(), 0.0
+        # The time of this part of the run, after that of the parts before.
+        self.started, self.elapsed_before = started, 0.0
 
     def load(self) -> Optional[Dict[str, Any]]:
         if self.checkpoint is None:
@@ -168,9 +169,7 @@ class CheckpointSaver:
                 f"{self.checkpoint.path}: does not fit this model or "
                 f"optimizer ({err}); delete it to train this run from the "
                 f"start") from err
-
-    def start(self, started: float) -> None:
-        self.started, self.elapsed_before = started, self.parts[3].elapsed
+        self.elapsed_before = self.parts[3].elapsed
 
     def stamp(self) -> None:
         done, device = self.parts[3], self.parts[4]

@@ -26,6 +26,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 RESULTS_FILE = "results.jsonl"
 ERRORS_FILE = "errors.jsonl"
+#: Where the runs and trials in progress keep their training checkpoints.
+CHECKPOINTS_FOLDER = "checkpoints"
 LOCK_FILE = ".sweep.lock"
 
 #: The fields every finished run has (what the report groups by).

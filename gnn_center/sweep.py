@@ -35,8 +35,8 @@ from gnn_center.data import load_dataset
 from gnn_center.fit_checkpoint import FitCheckpoint
 from gnn_center.interrupts import interrupts_deferred
 from gnn_center.records import (  # noqa: F401 - read_records: the API
-    ERRORS_FILE, RESULTS_FILE, Cell, ResultsNotSaved, UsageError,
-    append_or_keep, check_writable, lock_folder, read_records)
+    CHECKPOINTS_FOLDER, ERRORS_FILE, RESULTS_FILE, Cell, ResultsNotSaved,
+    UsageError, append_or_keep, check_writable, lock_folder, read_records)
 from gnn_center.train import TrainOptions, run
 
 #: Executors of the cells: processes on this machine, or Ray tasks.
@@ -72,23 +72,26 @@ def _epoch_reporter(cell: Cell) -> Optional[Callable[[int, float], None]]:
         TrainOptions(**cell.train_options).max_epochs)
 
 
+def _runs_folder(output_dir: Path) -> Path:
+    return Path(output_dir) / CHECKPOINTS_FOLDER / "runs"
+
+
 def run_checkpoint(output_dir: Path, key: str) -> FitCheckpoint:
     r"""Where the run of the cell with ``key`` keeps its progress until its
     record is stored."""
-    return FitCheckpoint(Path(output_dir) / "checkpoints" / "runs" /
-                         f"{key}.pt")
+    return FitCheckpoint(_runs_folder(output_dir) / f"{key}.pt")
 
 
 def drop_stale_checkpoints(output_dir: Path, finished: set) -> None:
     r"""Removes the checkpoints of runs whose record is stored (kept when
     storing it failed, and appended by hand since) and the partial files of
     writes a kill cut short. Call it holding the folder's lock."""
-    folder = run_checkpoint(output_dir, "x").path.parent
+    folder = _runs_folder(output_dir)
     for path in folder.glob("*.pt"):
         if path.stem in finished:
             path.unlink(missing_ok=True)
-    for partial in folder.glob(".*.pt.*"):
-        partial.unlink(missing_ok=True)
+    for leftover in folder.glob(".*.pt.*"):
+        leftover.unlink(missing_ok=True)
 
 
 def run_cell(cell: Cell, root: Optional[str] = None,

@@ -263,7 +263,7 @@ def _fit(model, task, options, device, progress, desc, on_epoch,
     optimizer = _optimizer(model, options)
     best, done = _BestEpoch(), _Progress()
     saver = CheckpointSaver(checkpoint, fingerprint(options, device),
-                            model, optimizer, best, done, device)
+                            model, optimizer, best, done, device, start)
     state = saver.load()
     if state is not None:
         for epoch, val_acc in enumerate(state["progress"]["val_accs"]):
@@ -276,7 +276,6 @@ def _fit(model, task, options, device, progress, desc, on_epoch,
         del state  # before the peak memory is measured
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    saver.start(start)
     status, error = _epochs(model, task, options, device, optimizer, data,
                             best, done, progress, desc, on_epoch, saver)
     saver.stamp()
@@ -327,7 +326,7 @@ def _epochs(model, task, options, device, optimizer, data, best, done,
             if on_epoch is not None:
                 on_epoch(epoch, done.val_accs[-1])
             if progress:
-                bar.set_postfix(loss=f"{loss:.3f}",
+                bar.set_postfix(loss=f"{loss.item():.3f}",
                                 val=f"{done.val_accs[-1]:.3f}",
                                 best=f"{best.val_acc:.3f}@{best.epoch}")
     except KeyboardInterrupt:
@@ -342,7 +341,8 @@ def _epochs(model, task, options, device, optimizer, data, best, done,
 def _epoch(model, task, device, optimizer, inputs, data, best, done,
            epoch: int):
     r"""One epoch: a training step, the evaluation, the model selection;
-    returns the status, the error and the training loss."""
+    returns the status, the error and the training loss (a tensor, read
+    only for the progress bar: reading it waits for a GPU)."""
     tic = time.perf_counter()
     # Count what the forward pass saves for backward (checkpointed blocks
     # save their inputs only), once.
@@ -352,7 +352,7 @@ def _epoch(model, task, device, optimizer, inputs, data, best, done,
     if memory is not None:
         done.saved_bytes = memory.total
     if not torch.isfinite(loss):
-        return "diverged", _diverged("training", loss, epoch), loss.item()
+        return "diverged", _diverged("training", loss, epoch), loss
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     done.train_time += time.perf_counter() - tic
@@ -360,13 +360,12 @@ def _epoch(model, task, device, optimizer, inputs, data, best, done,
     out, val_loss = _validation_pass(model, inputs, data)
     if not torch.isfinite(val_loss):
         # The step made the weights non-finite: never select them.
-        return ("diverged", _diverged("validation", val_loss, epoch),
-                loss.item())
+        return "diverged", _diverged("validation", val_loss, epoch), loss
     val_acc = task.evaluate(out, data.val_mask)
     best.consider(epoch, val_acc, val_loss.item(), model, task, data, out)
     done.next_epoch = epoch + 1
     done.val_accs.append(val_acc)
-    return "ok", None, loss.item()
+    return "ok", None, loss
 
 
 def _diverged(which: str, loss: torch.Tensor, epoch: int) -> str:

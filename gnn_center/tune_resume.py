@@ -27,16 +27,13 @@ from typing import Any, Dict, Iterable, List
 import optuna
 
 from gnn_center.fit_checkpoint import FitCheckpoint
+from gnn_center.records import CHECKPOINTS_FOLDER
 
-#: Epochs between checkpoints of a trial's training runs (besides the save
-#: when a signal stops one): what a killed process loses at most.
-CHECKPOINT_EVERY = 20
-CHECKPOINT_FOLDER = "checkpoints"
 
 
 def study_folder(output_dir: Path, study_name: str) -> Path:
     # A study's name holds colons, which some file systems refuse.
-    return Path(output_dir) / CHECKPOINT_FOLDER / study_name.replace(":", "_")
+    return Path(output_dir) / CHECKPOINTS_FOLDER / study_name.replace(":", "_")
 
 
 def trial_checkpoints(output_dir: Path, study_name: str,
@@ -46,8 +43,8 @@ def trial_checkpoints(output_dir: Path, study_name: str,
     text = json.dumps(params, sort_keys=True)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     folder = study_folder(output_dir, study_name)
-    return [FitCheckpoint(folder / f"{digest}-seed{seed}.pt",
-                          every=CHECKPOINT_EVERY) for seed in seeds]
+    return [FitCheckpoint(folder / f"{digest}-seed{seed}.pt")
+            for seed in seeds]
 
 
 def remove_checkpoints(checkpoints) -> None:
